@@ -1,0 +1,3 @@
+"""gand: a GAN training daemon."""
+
+__version__ = "0.1.0"

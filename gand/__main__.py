@@ -1,0 +1,3 @@
+from gand.cli.main import main
+
+main()

@@ -1,0 +1,84 @@
+"""Commands that use a trained generator: generate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gand.cli.context import print_json, registry, short, store
+from gand.engine import checkpoint as ckpt
+from gand.errors import NotFound, UsageError
+
+
+def load_run(job_id: str, which: str = "latest", device: str = "cpu"):
+    """The job's models restored from one of its checkpoints, without loading its data."""
+    from gand.engine.trainer import Run
+
+    s = store()
+    j = s.find_job(job_id)
+    cps = sorted(s.checkpoints(j.id), key=lambda c: c.step)
+    if not cps:
+        raise NotFound(f"job {short(j.id)} has no checkpoint yet")
+    if which == "latest":
+        chosen = cps[-1]
+    elif which == "best":
+        best = [c for c in cps if c.is_best]
+        if not best:
+            raise NotFound(f"job {short(j.id)} has no best checkpoint (submit with --best-by METRIC)")
+        chosen = best[-1]
+    elif which.isdigit():
+        match = [c for c in cps if c.step == int(which)]
+        if not match:
+            raise NotFound(f"job {short(j.id)} has no checkpoint at step {which}; steps: "
+                           f"{', '.join(str(c.step) for c in cps)}")
+        chosen = match[0]
+    else:
+        raise UsageError(f"--checkpoint {which!r} is invalid; expected latest, best or a step number")
+    config = dict(j.config)
+    config["steps"] = j.total_steps
+    run = Run.build(config, registry(), device=device, load_data=False)
+    run.restore(ckpt.load(Path(chosen.path), chosen.sha256, map_location=run.device))
+    return j, run, chosen.step
+
+
+def generate(
+    job: Annotated[str, typer.Argument(help="job id or unique prefix")],
+    n: Annotated[int, typer.Option("--n", help="how many samples")] = 64,
+    out: Annotated[Path, typer.Option("--out", help=".npy (vectors), .png grid or a folder (images)")] = Path("samples.png"),
+    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
+    checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Draw samples from a job's generator."""
+    import numpy as np
+    import torch
+
+    from gand.engine import samples
+
+    if n < 1 or n > 1_000_000:
+        raise UsageError(f"--n {n} is invalid; expected 1 to 1000000")
+    j, run, step = load_run(job, checkpoint, device)
+    g = torch.Generator(device=run.device)
+    g.manual_seed(seed if seed is not None else torch.seed() % 2**63)
+    x = run.variant.sample(run.models, n, generator=g).cpu()
+    if x.dim() == 2:
+        if out.suffix != ".npy":
+            raise UsageError(f"--out {out}: vector samples are written as .npy; use a path ending in .npy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, x.numpy())
+    elif out.suffix.lower() == ".png":
+        samples.save_grid(x, out)
+    elif out.suffix:
+        raise UsageError(f"--out {out}: images are written as a .png grid or into a folder (no suffix)")
+    else:
+        samples.save_images(x, out)
+    if json_:
+        print_json({"job": j.id, "step": step, "n": n, "shape": list(x.shape), "out": str(out)})
+    else:
+        typer.echo(f"wrote {n} samples of shape {tuple(x.shape[1:])} from step {step} to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)

@@ -1,0 +1,136 @@
+"""The training step shared by every one-generator, one-discriminator variant.
+
+Variants such as gan, dcgan, wgan or cgan only say how to build G and D; this class owns the
+update order (k discriminator updates, then one generator update, then EMA), label conditioning
+and the latent prior, so each of them trains the same way.
+"""
+from __future__ import annotations
+
+import copy
+from abc import abstractmethod
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from gand.api import DataInfo, Loss, Models, StepContext, Variant
+from gand.engine import options as engine_options
+
+
+class AdversarialVariant(Variant):
+    """A Variant whose subclasses provide `networks()`; conditional ones set needs_labels."""
+
+    @abstractmethod
+    def networks(self, info: DataInfo, options: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+        """A fresh (G, D) pair for data described by `info`."""
+
+    def latent(self, models: Models, n: int, device: torch.device,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The prior: n standard normal latents of the size recorded at build time."""
+        return torch.randn(n, models.extras["nz"], device=device, generator=generator)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build(self, infos: list[DataInfo], options: dict[str, Any], device: torch.device) -> Models:
+        G, D = self.networks(infos[0], options)
+        G, D = G.to(device), D.to(device)
+        nets: dict[str, nn.Module] = {"G": G, "D": D}
+        if options["ema"] > 0:
+            # The EMA copy is what `generate` uses when present (less noisy than G itself).
+            nets["G_ema"] = copy.deepcopy(G).requires_grad_(False)
+        opts = {"G": engine_options.optimizer(G.parameters(), options, "g"),
+                "D": engine_options.optimizer(D.parameters(), options, "d")}
+        extras = {"num_classes": infos[0].num_classes or 0, "nz": int(options["nz"])}
+        return Models(nets, opts, extras)
+
+    # -- one generator update ---------------------------------------------------------------
+
+    def _labels(self, models: Models, n: int, device, generator=None) -> Optional[torch.Tensor]:
+        if not self.needs_labels:
+            return None
+        return torch.randint(0, models.extras["num_classes"], (n,), device=device, generator=generator)
+
+    def generate_from(self, G: nn.Module, z: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        return G(z) if y is None else G(z, y)
+
+    def discriminate(self, D: nn.Module, x: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        # Losses see a flat vector of logits/critic scores (float32 even under autocast).
+        out = D(x) if y is None else D(x, y)
+        return out.float().reshape(out.shape[0], -1).mean(1)
+
+    def train_step(self, models: Models, loss: Loss, ctx: StepContext) -> dict[str, torch.Tensor]:
+        G, D = models.G, models.D
+        opt_g, opt_d = models.optimizers["G"], models.optimizers["D"]
+        bs, opts, dev = ctx.batch_size, ctx.options, ctx.device
+        report: dict[str, torch.Tensor] = {}
+
+        # 1. Discriminator: d_steps updates, each on a fresh real batch and fresh fakes.
+        D.requires_grad_(True)
+        for _ in range(opts["d_steps"]):
+            real = ctx.data[0].sample(bs)
+            # Fakes take the real batch's labels, so D sees every class on both sides and one
+            # label tensor serves real, fake and interpolated inputs alike.
+            with torch.no_grad(), ctx.autocast():
+                fake = self.generate_from(G, self.latent(models, bs, dev), real.y).float()
+
+            def d_call(x, _y=real.y):
+                with ctx.autocast():
+                    return self.discriminate(D, x, _y)
+
+            d_loss, extra = loss.d_loss(d_call, real.x, fake, ctx)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            loss.after_d_step(D, ctx)
+        report["d_loss"] = d_loss.detach()
+        report.update({k: v.detach() for k, v in extra.items()})
+
+        # 2. Generator: one update through a frozen D (no wasted gradients for D's weights).
+        D.requires_grad_(False)
+        y_fake = self._labels(models, bs, dev)
+        with ctx.autocast():
+            fake = self.generate_from(G, self.latent(models, bs, dev), y_fake).float()
+
+        def d_fake(x, _y=y_fake):
+            with ctx.autocast():
+                return self.discriminate(D, x, _y)
+
+        g_loss, extra = loss.g_loss(d_fake, fake, real.x, ctx)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        report["g_loss"] = g_loss.detach()
+        report.update({k: v.detach() for k, v in extra.items()})
+
+        # 3. EMA of G's weights, when asked for.
+        if "G_ema" in models.nets:
+            ema_update(models.nets["G_ema"], G, opts["ema"])
+        return report
+
+    # -- generation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, models: Models, n: int, *, generator: Optional[torch.Generator] = None,
+               label: Optional[int] = None, **_: Any) -> torch.Tensor:
+        G = models.nets.get("G_ema", models.G)
+        was_training = G.training
+        G.eval()
+        device = next(G.parameters()).device
+        z = self.latent(models, n, device, generator)
+        y = None
+        if self.needs_labels:
+            y = (torch.full((n,), int(label), device=device, dtype=torch.long) if label is not None
+                 else self._labels(models, n, device, generator))
+        out = self.generate_from(G, z, y).float()
+        G.train(was_training)
+        return out
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1−decay)·model for parameters; buffers (BatchNorm stats) copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)

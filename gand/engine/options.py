@@ -1,0 +1,56 @@
+"""Training options every variant shares, and how a job's option namespace is assembled.
+
+One flat namespace per job: engine options, then the variant's, then the loss's. A variant may
+change an engine option's default (WGAN: RMSprop at 5e-5, five critic steps) through `defaults`.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from gand.api import Loss, Option, Variant, parse_options
+from gand.errors import PluginError
+
+ENGINE_OPTIONS: dict[str, Option] = {
+    "batch_size": Option(int, 64, "examples per batch", min=1, max=1_000_000),
+    "lr": Option(float, 2e-4, "learning rate of both networks", min=0.0),
+    "lr_g": Option(float, 0.0, "generator learning rate (0: use lr)", min=0.0),
+    "lr_d": Option(float, 0.0, "discriminator learning rate (0: use lr)", min=0.0),
+    "optimizer": Option(str, "adam", "optimizer of both networks", choices=("adam", "rmsprop")),
+    "beta1": Option(float, 0.5, "Adam beta1", min=0.0, max=1.0),
+    "beta2": Option(float, 0.999, "Adam beta2", min=0.0, max=1.0),
+    "d_steps": Option(int, 1, "discriminator updates per generator update", min=1, max=100),
+    "ema": Option(float, 0.0, "EMA decay of G's weights (0: off; e.g. 0.999)", min=0.0, max=1.0),
+    "precision": Option(str, "fp32", "fp32 or bf16 autocast", choices=("fp32", "bf16")),
+}
+
+
+def declared(variant: Variant, loss_cls: type[Loss]) -> dict[str, Option]:
+    """Every option a job with this variant and loss accepts, with the variant's defaults."""
+    table = dict(ENGINE_OPTIONS)
+    for source in (variant.options, loss_cls.options):
+        for key, opt in source.items():
+            if key in ENGINE_OPTIONS:
+                raise PluginError(f"{variant.name}/{loss_cls.name} redeclares engine option "
+                                  f"{key!r}; use `defaults` to change its default")
+            table[key] = opt
+    for key, value in variant.defaults.items():
+        if key not in table:
+            raise PluginError(f"variant {variant.name} sets a default for unknown option {key!r}")
+        table[key] = replace(table[key], default=value)
+    return table
+
+
+def resolve(variant: Variant, loss_cls: type[Loss], given: dict[str, Any]) -> dict[str, Any]:
+    """The job's complete, checked options: defaults overlaid with `--set` values."""
+    return parse_options(declared(variant, loss_cls), given)
+
+
+def optimizer(params, options: dict[str, Any], which: str) -> torch.optim.Optimizer:
+    """The optimizer for network `which` ("g" or "d") as the options ask."""
+    lr = options[f"lr_{which}"] or options["lr"]
+    if options["optimizer"] == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, betas=(options["beta1"], options["beta2"]))

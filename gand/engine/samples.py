@@ -1,0 +1,56 @@
+"""Pictures of what a generator makes: image grids, and scatter/histograms for vector data."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: Optional[int] = None) -> Path:
+    """A PNG grid of images in [-1, 1]."""
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
+    save_image(images.detach().float().cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1))
+    return path
+
+
+def save_images(images: torch.Tensor, folder: Path) -> Path:
+    """One PNG per image, numbered."""
+    from torchvision.utils import save_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images.detach().float().cpu()):
+        save_image(img, folder / f"{i:05d}.png", normalize=True, value_range=(-1, 1))
+    return folder
+
+
+def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: str = "") -> Path:
+    """Generated vs real: a histogram for 1-D data, a scatter of the first two dims otherwise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f, r = fake.detach().float().cpu().numpy(), real.detach().float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
+    if f.shape[1] == 1:
+        lo, hi = float(np.min([f.min(), r.min()])), float(np.max([f.max(), r.max()]))
+        bins = np.linspace(lo, hi, 50)
+        ax.hist(r[:, 0], bins=bins, density=True, alpha=0.5, color="red", label="real")
+        ax.hist(f[:, 0], bins=bins, density=True, alpha=0.5, color="blue", label="generated")
+    else:
+        ax.scatter(r[:, 0], r[:, 1], s=2, c="red", alpha=0.4, label="real")
+        ax.scatter(f[:, 0], f[:, 1], s=2, c="blue", alpha=0.4, label="generated")
+        ax.set_aspect("equal")
+    ax.legend(loc="upper right")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

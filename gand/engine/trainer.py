@@ -1,0 +1,193 @@
+"""The training loop every variant plugs into.
+
+It knows the Variant/Loss/DataSource interfaces and nothing of Celery or SQL: the worker passes
+callbacks (`Hooks`) that renew the lease, poll for cancellation and record metrics, checkpoints
+and pictures in the store.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from gand import __version__
+from gand.api import DataSource, Loss, Models, StepContext, Variant
+from gand.engine import checkpoint as ckpt
+from gand.engine import samples
+from gand.errors import UsageError
+from gand.jobspec import data_infos
+from gand.plugins import Registry
+
+SAMPLE_COUNT = 64      # images in a fixed-noise grid
+FLUSH_SECONDS = 2.0    # metrics reach the store in batches at most this often
+TICK_SECONDS = 1.0     # lease renewal / cancel polling interval
+
+
+class Diverged(Exception):
+    """A loss or weight became NaN or infinite."""
+
+    def __init__(self, step: int, key: str):
+        super().__init__(f"diverged at step {step} ({key} is not finite)")
+        self.step = step
+
+
+@dataclass
+class Hooks:
+    """What the loop tells the outside world, and how it hears that it must stop."""
+
+    # Called about once a second; returns a reason to stop ("cancel", "shutdown"...) or None.
+    tick: Callable[[int], Optional[str]] = lambda step: None
+    # A batch of (step, key, value) rows and the step reached.
+    report: Callable[[list[tuple[int, str, float]], int], None] = lambda rows, step: None
+    checkpoint: Callable[[int, Path, int, str], None] = lambda step, path, n, sha: None
+    artifact: Callable[[str, Path, int], None] = lambda kind, path, step: None
+
+
+@dataclass
+class Outcome:
+    reason: str  # "completed" or the reason tick() gave
+    step: int
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {spec} requested but this worker has no CUDA GPU")
+        if (dev.index or 0) >= torch.cuda.device_count():
+            raise UsageError(f"device {spec} requested but this worker has "
+                             f"{torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Run:
+    """A job's config turned into live objects on a device."""
+
+    config: dict[str, Any]
+    variant: Variant
+    loss: Loss
+    models: Models
+    device: torch.device
+    data: list[DataSource] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, config: dict[str, Any], registry: Registry, device: Optional[str] = None,
+              load_data: bool = True) -> "Run":
+        dev = pick_device(device or config["device"])
+        variant = registry.variant(config["variant"])
+        loss = registry.loss_class(config["loss"])(config["options"])
+        infos = data_infos(config)
+        seed_everything(config["seed"])
+        models = variant.build(infos, config["options"], dev)
+        data = []
+        if load_data:
+            for d, info in zip(config["data"], infos):
+                dtype = registry.dataset_type(d["type"])
+                data.append(dtype.load(d["arg"], info, tuple(d["shape"]), dev))
+        return cls(config, variant, loss, models, dev, data)
+
+    def context(self, step: int) -> StepContext:
+        opts = self.config["options"]
+        return StepContext(step=step, total_steps=self.config["steps"], batch_size=opts["batch_size"],
+                           device=self.device, options=opts, data=self.data,
+                           precision=opts.get("precision", "fp32"))
+
+    # -- checkpoint state -------------------------------------------------------------------
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {"format": ckpt.FORMAT, "gand_version": __version__, "step": step,
+                "config": json.dumps(self.config), "models": self.models.state_dict(),
+                "rng": ckpt.capture_rng()}
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Loads a checkpoint's models and RNG; returns the step it was taken at."""
+        self.models.load_state_dict(state["models"])
+        ckpt.restore_rng(state["rng"])
+        return int(state["step"])
+
+    def fixed_samples(self, n: int = SAMPLE_COUNT) -> torch.Tensor:
+        # The same noise every time (seeded from the job), so grids over time are comparable.
+        g = torch.Generator(device=self.device).manual_seed(self.config["seed"])
+        return self.variant.sample(self.models, n, generator=g)
+
+
+def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome:
+    """Trains from `start_step` to the configured total, checkpointing and reporting as it goes."""
+    cfg = run.config
+    total, bs = cfg["steps"], cfg["options"]["batch_size"]
+    ckpt_every, sample_every = cfg["checkpoint_every"], cfg["sample_every"]
+    pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+    last_flush = last_tick = time.monotonic()
+    flushed_step = start_step
+    step = start_step
+    run.models.train()
+
+    def flush() -> None:
+        # One device→host transfer and one store transaction for all steps since the last flush.
+        nonlocal last_flush, flushed_step
+        now = time.monotonic()
+        rows: list[tuple[int, str, float]] = []
+        if pending:
+            keys = [(s, k) for s, m in pending for k in m]
+            values = torch.stack([m[k].float().reshape(()) for s, m in pending for k in m]).tolist()
+            for (s, k), v in zip(keys, values):
+                if not np.isfinite(v):
+                    raise Diverged(s, k)
+                rows.append((s, k, v))
+            rows.append((step, "img_per_s", (step - flushed_step) * bs / max(now - last_flush, 1e-9)))
+        pending.clear()
+        last_flush, flushed_step = now, step
+        hooks.report(rows, step)
+
+    def save_checkpoint() -> None:
+        path = run_dir / "checkpoints" / ckpt.file_name(step)
+        nbytes, digest = ckpt.save(path, run.state(step))
+        hooks.checkpoint(step, path, nbytes, digest)
+
+    def save_samples() -> None:
+        path = run_dir / "samples" / f"step_{step:08d}.png"
+        if run.data and run.data[0].info.kind == "vector":
+            samples.save_vector_plot(run.fixed_samples(1000), run.data[0].sample(1000).x, path,
+                                     f"step {step}")
+        else:
+            samples.save_grid(run.fixed_samples(), path)
+        hooks.artifact("samples", path, step)
+
+    while step < total:
+        step += 1
+        # 1. One generator update with its discriminator updates (the variant's step).
+        pending.append((step, run.variant.train_step(run.models, run.loss, run.context(step))))
+        now = time.monotonic()
+        # 2. Report metrics in batches; a non-finite loss surfaces here as Diverged.
+        if now - last_flush >= FLUSH_SECONDS or step == total:
+            flush()
+        # 3. Checkpoint and sample grid on their schedules, and always at the end.
+        if step == total or (ckpt_every and step % ckpt_every == 0):
+            flush()
+            save_checkpoint()
+        if step == total or (sample_every and step % sample_every == 0):
+            save_samples()
+        # 4. Lease renewal and stop requests (cancel, shutdown), about once a second.
+        if now - last_tick >= TICK_SECONDS and step < total:
+            last_tick = now
+            reason = hooks.tick(step)
+            if reason:
+                flush()
+                save_checkpoint()
+                return Outcome(reason, step)
+    return Outcome("completed", step)

@@ -1,0 +1,103 @@
+"""The Celery app and the one message gand sends: "run job <id>", as JSON.
+
+The broker only wakes a worker; the database decides. With GAND_BROKER_URL=redis://... the queue
+is Redis; with nothing configured it is kombu's filesystem transport under GAND_HOME/broker, so
+one machine needs no server and runs the very same code path.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from celery import Celery
+
+from gand import settings as settings_mod
+from gand.errors import BrokerUnavailable
+
+TASK = "gand.run_job"
+DEFAULT_QUEUE = "gand"
+# Redis re-delivers an unacknowledged message after this long. Jobs run for hours, and a dead
+# worker is found by its expired database lease (seconds) rather than by the broker, so the
+# broker's timeout only needs to exceed any job's length: a redelivery of a live job is dropped
+# anyway, because the job is no longer `queued`.
+VISIBILITY_TIMEOUT = 7 * 24 * 3600
+
+
+def transport_options(s: settings_mod.Settings) -> dict:
+    if s.broker_url.startswith("filesystem://"):
+        folder = s.broker_folder
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                "processed_folder": str(folder / "processed"), "store_processed": False,
+                "control_folder": str(folder / "control")}
+    return {"visibility_timeout": VISIBILITY_TIMEOUT}
+
+
+def make_app(s: Optional[settings_mod.Settings] = None) -> Celery:
+    s = s or settings_mod.load()
+    app = Celery("gand", broker=s.broker_url, set_as_current=True)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],       # never unpickle anything from the wire
+        result_serializer="json",
+        event_serializer="json",
+        task_ignore_result=True,       # results live in the database
+        task_acks_late=True,           # a message is acked when its job ends, not when received
+        worker_prefetch_multiplier=1,  # a worker holds at most the one job it is running
+        task_default_queue=DEFAULT_QUEUE,
+        broker_transport_options=transport_options(s),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
+    return app
+
+
+_app: Optional[Celery] = None
+
+
+def app() -> Celery:
+    global _app
+    if _app is None:
+        _app = make_app()
+    return _app
+
+
+def check_broker(celery: Optional[Celery] = None) -> None:
+    """Raises BrokerUnavailable unless the broker answers within a few seconds."""
+    celery = celery or app()
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as e:
+        raise BrokerUnavailable(f"cannot reach the broker at {redact(celery.conf.broker_url)}: "
+                                f"{e}; is it running?") from None
+
+
+def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional[Celery] = None) -> None:
+    """Sends the message that makes a worker on `queue` run `job_id`."""
+    celery = celery or app()
+    try:
+        celery.send_task(TASK, args=[job_id], queue=queue, retry=True)
+    except Exception as e:
+        raise BrokerUnavailable(f"could not queue job {job_id} on {redact(celery.conf.broker_url)}: "
+                                f"{e}") from None
+
+
+def queue_length(queue: str, celery: Optional[Celery] = None) -> int:
+    """Messages waiting in `queue` (not counting ones a worker has taken)."""
+    celery = celery or app()
+    with celery.connection_for_read() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except Exception:
+            return 0  # a queue nobody declared yet holds nothing
+
+
+def redact(url: str) -> str:
+    """A broker URL without its password, fit for messages and logs."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)

@@ -1,0 +1,305 @@
+"""The job store: every read and write gand makes to its database goes through Store.
+
+Methods open their own short transaction and return detached ORM objects, which keep their loaded
+values after the session closes. Job status changes only in transition(), a compare-and-set.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gand.errors import NotFound, TransitionRejected, UsageError, one_of
+from gand.store import migrate
+from gand.store.connect import make_engine, retry_locked
+from gand.store.models import Artifact, Checkpoint, Event, Job, Metric, utcnow
+from gand.store.states import ACTIVE, TERMINAL, JobStatus, check_transition
+
+# What transition(**fields) may set besides the status; anything else is a caller's bug.
+TRANSITION_FIELDS = frozenset(
+    {"step", "error", "worker", "lease_expires_at", "recoveries", "total_steps", "config"})
+# Re-reads when the status changes between our read and our compare-and-set; more means a loop.
+CAS_ATTEMPTS = 5
+HEX = re.compile(r"[0-9a-f]{1,32}")
+TABLES = (Job, Event, Metric, Checkpoint, Artifact)
+
+
+class Store:
+    """gand's database: jobs, their status history, metrics, checkpoints and artifacts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        migrate.upgrade(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"<Store {self.engine.url!r}>"
+
+    def close(self) -> None:
+        """Closes pooled connections; a worker calls it before forking or exiting."""
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    @retry_locked
+    def create_job(self, *, variant: str, loss: str, data: list[str], config: dict[str, Any],
+                   total_steps: int, queue: str = "gand", name: str | None = None) -> Job:
+        """A new queued job, with its "submitted" event."""
+        now = utcnow()
+        job = Job(name=name, variant=variant, loss=loss, data=list(data), config=dict(config),
+                  status=JobStatus.queued, step=0, total_steps=total_steps, queue=queue,
+                  recoveries=0, created_at=now, updated_at=now)
+        with self.session() as s:
+            s.add(job)
+            s.flush()  # the event's foreign key needs the job row first
+            s.add(Event(job_id=job.id, time=now, from_status=None, to_status=JobStatus.queued,
+                        reason="submitted"))
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        with self.session() as s:
+            return _job(s, job_id)
+
+    def find_job(self, prefix: str) -> Job:
+        """The job whose id is `prefix` or the only one that starts with it."""
+        wanted = prefix.strip().lower()
+        if not HEX.fullmatch(wanted):
+            raise NotFound(f"no job {prefix!r}: job ids are hexadecimal")
+        with self.session() as s:
+            jobs = s.scalars(select(Job).where(Job.id.startswith(wanted))
+                             .order_by(Job.id).limit(6)).all()
+        if not jobs:
+            raise NotFound(f"no job {prefix!r}")
+        if len(jobs) > 1:
+            shown = ", ".join(j.id for j in jobs[:5]) + (", ..." if len(jobs) > 5 else "")
+            raise UsageError(f"job prefix {prefix!r} is ambiguous: matches {shown}; "
+                             "give more characters")
+        return jobs[0]
+
+    def list_jobs(self, status: JobStatus | None = None) -> list[Job]:
+        """Jobs, newest first; only those in `status` if given."""
+        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+        if status is not None:
+            query = query.where(Job.status == status)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    @retry_locked
+    def transition(self, job_id: str, expected: JobStatus | Iterable[JobStatus], to: JobStatus,
+                   *, worker: str | None = None, reason: str | None = None,
+                   **fields: Any) -> Job:
+        """Moves a job from one of `expected` to `to`, or raises TransitionRejected.
+
+        `worker` names who made the move (recorded in the event) and becomes the job's worker
+        when it enters running. Leaving running/cancelling releases the worker and its lease
+        unless `fields` set them. `fields` may set: step, error, worker, lease_expires_at,
+        recoveries, total_steps, config.
+        """
+        allowed = _as_set(expected)
+        check_transition(allowed, to)
+        unknown = set(fields) - TRANSITION_FIELDS
+        if unknown:
+            raise ValueError(f"transition cannot set {one_of(unknown)}; "
+                             f"allowed: {one_of(TRANSITION_FIELDS)}")
+        with self.session() as s:
+            for _ in range(CAS_ATTEMPTS):
+                seen = s.scalar(select(Job.status).where(Job.id == job_id))
+                if seen is None:
+                    raise NotFound(f"no job {job_id!r}")
+                if seen not in allowed:
+                    raise TransitionRejected(
+                        f"job {job_id}: expected {one_of(allowed)} but it is {seen}")
+                now = utcnow()
+                values = _transition_values(seen, to, now, worker, fields)
+                # The compare-and-set. It compares with the status just read, not with all of
+                # `expected`, so that the event's from_status is exactly what was replaced.
+                result = s.execute(update(Job).where(Job.id == job_id, Job.status == seen)
+                                   .values(**values)
+                                   .execution_options(synchronize_session=False))
+                if result.rowcount == 1:
+                    s.add(Event(job_id=job_id, time=now, from_status=seen, to_status=to,
+                                worker=worker, reason=reason))
+                    return s.scalars(select(Job).where(Job.id == job_id)
+                                     .execution_options(populate_existing=True)).one()
+            # Still moving under us after several reads: report the last state we saw.
+            raise TransitionRejected(f"job {job_id}: expected {one_of(allowed)} but it is "
+                                     f"{s.scalar(select(Job.status).where(Job.id == job_id))}")
+
+    @retry_locked
+    def heartbeat(self, job_id: str, worker: str, lease_seconds: float,
+                  step: int | None = None) -> JobStatus | None:
+        """Renews `worker`'s lease on a job it holds: its status now, or None if it lost the job.
+
+        A worker sees a cancel request here as the status cancelling.
+        """
+        now = utcnow()
+        values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds),
+                                  "updated_at": now}
+        if step is not None:
+            values["step"] = step
+        with self.session() as s:
+            result = s.execute(
+                update(Job).where(Job.id == job_id, Job.worker == worker,
+                                  Job.status.in_(list(ACTIVE)))
+                .values(**values).execution_options(synchronize_session=False))
+            if result.rowcount != 1:
+                return None
+            return s.scalar(select(Job.status).where(Job.id == job_id))
+
+    def expired_leases(self, now: datetime | None = None) -> list[Job]:
+        """Jobs a worker holds whose lease ran out before `now`: their worker is presumed dead."""
+        now = now or utcnow()
+        with self.session() as s:
+            return list(s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)),
+                                                    Job.lease_expires_at < now)
+                                  .order_by(Job.lease_expires_at)))
+
+    def events(self, job_id: str) -> list[Event]:
+        """A job's status history, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(Event).where(Event.job_id == job_id)
+                                  .order_by(Event.time, Event.id)))
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    @retry_locked
+    def add_metrics(self, job_id: str, rows: list[tuple[int, str, float]],
+                    step: int | None = None) -> None:
+        """Records (step, key, value) rows in one bulk insert, and the job's progress if `step`."""
+        now = utcnow()
+        with self.session() as s:
+            _require_job(s, job_id)
+            if rows:
+                s.execute(insert(Metric), [
+                    {"job_id": job_id, "step": st, "key": k, "value": v, "time": now}
+                    for st, k, v in rows])
+            if step is not None:
+                s.execute(update(Job).where(Job.id == job_id)
+                          .values(step=step, updated_at=now)
+                          .execution_options(synchronize_session=False))
+
+    def metrics(self, job_id: str, key: str | None = None) -> list[Metric]:
+        query = select(Metric).where(Metric.job_id == job_id)
+        if key is not None:
+            query = query.where(Metric.key == key)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(Metric.step, Metric.key, Metric.id)))
+
+    def latest_metrics(self, job_id: str) -> dict[str, float]:
+        """Each key's value at the greatest step it was reported for."""
+        last = (select(Metric.key, func.max(Metric.step).label("step"))
+                .where(Metric.job_id == job_id).group_by(Metric.key).subquery())
+        query = (select(Metric.key, Metric.value)
+                 .join(last, and_(Metric.key == last.c.key, Metric.step == last.c.step))
+                 .where(Metric.job_id == job_id).order_by(Metric.id))
+        with self.session() as s:
+            # Ordered by id, so a value reported twice for one step ends as the later one.
+            return {key: value for key, value in s.execute(query)}
+
+    # --- checkpoints and artifacts ----------------------------------------------------------
+
+    @retry_locked
+    def add_checkpoint(self, job_id: str, step: int, path: str, nbytes: int,
+                       sha256: str) -> Checkpoint:
+        with self.session() as s:
+            _require_job(s, job_id)
+            checkpoint = Checkpoint(job_id=job_id, step=step, path=str(path), bytes=nbytes,
+                                    sha256=sha256, time=utcnow(), is_best=False)
+            s.add(checkpoint)
+        return checkpoint
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        with self.session() as s:
+            return list(s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                                  .order_by(Checkpoint.step, Checkpoint.id)))
+
+    @retry_locked
+    def delete_checkpoint(self, checkpoint_id: int) -> None:
+        """Forgets a checkpoint's row; deleting its file is the caller's business."""
+        with self.session() as s:
+            checkpoint = s.get(Checkpoint, checkpoint_id)
+            if checkpoint is None:
+                raise NotFound(f"no checkpoint {checkpoint_id!r}")
+            s.delete(checkpoint)
+
+    @retry_locked
+    def mark_best(self, job_id: str, checkpoint_id: int) -> Checkpoint:
+        """Makes one checkpoint the job's best, and none of its others."""
+        with self.session() as s:
+            checkpoint = s.get(Checkpoint, checkpoint_id)
+            if checkpoint is None or checkpoint.job_id != job_id:
+                raise NotFound(f"no checkpoint {checkpoint_id!r} for job {job_id!r}")
+            s.execute(update(Checkpoint).where(Checkpoint.job_id == job_id)
+                      .values(is_best=Checkpoint.id == checkpoint_id)
+                      .execution_options(synchronize_session=False))
+            checkpoint.is_best = True  # the row already says so; keep the returned copy in step
+        return checkpoint
+
+    @retry_locked
+    def add_artifact(self, job_id: str, kind: str, path: str,
+                     step: int | None = None) -> Artifact:
+        with self.session() as s:
+            _require_job(s, job_id)
+            artifact = Artifact(job_id=job_id, kind=kind, path=str(path), step=step,
+                                time=utcnow())
+            s.add(artifact)
+        return artifact
+
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        with self.session() as s:
+            return list(s.scalars(select(Artifact).where(Artifact.job_id == job_id)
+                                  .order_by(Artifact.time, Artifact.id)))
+
+    def count_rows(self) -> dict[str, int]:
+        """Rows per table, so a test can show that a refused command changed nothing."""
+        with self.session() as s:
+            return {model.__tablename__: s.scalar(select(func.count()).select_from(model))
+                    for model in TABLES}
+
+
+def _as_set(expected: JobStatus | Iterable[JobStatus]) -> frozenset[JobStatus]:
+    if isinstance(expected, (JobStatus, str)):
+        return frozenset({JobStatus(expected)})
+    return frozenset(JobStatus(e) for e in expected)
+
+
+def _transition_values(seen: JobStatus, to: JobStatus, now: datetime, worker: str | None,
+                       fields: dict[str, Any]) -> dict[str, Any]:
+    """The columns a move from `seen` to `to` writes, besides what the caller asked for."""
+    values: dict[str, Any] = {"status": to, "updated_at": now}
+    if to == JobStatus.running:
+        values.update(started_at=now, worker=worker)
+    if to in TERMINAL:
+        values["finished_at"] = now
+    elif seen in TERMINAL:
+        values["finished_at"] = None  # resumed: it is no longer finished
+    if to == JobStatus.queued:
+        values["error"] = None  # a requeued job starts without the last run's error
+    if seen in ACTIVE and to not in ACTIVE:
+        values.update(worker=None, lease_expires_at=None)
+    values.update(fields)
+    return values
+
+
+def _job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def _require_job(session: Session, job_id: str) -> None:
+    if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
+        raise NotFound(f"no job {job_id!r}")

@@ -1,0 +1,104 @@
+"""Adversarial losses: the lecture's objectives, computed from raw D outputs.
+
+All of them take logits or critic scores, never probabilities: Sigmoid + BCE (the lecture's
+form) cannot run under CUDA autocast and loses precision near 0 and 1; BCE-with-logits cannot.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gand.api import Loss, Option
+from gand.hookspecs import hookimpl
+
+
+def _targets(out: torch.Tensor, value: float) -> torch.Tensor:
+    return torch.full_like(out, value)
+
+
+class NonSaturatingBCE(Loss):
+    """The non-saturating GAN loss: D separates real from fake, G maximises log D(G(z))."""
+
+    name = "bce"
+    help = "non-saturating GAN loss on logits; label smoothing 0.9/0.1 as in the lecture"
+    output = "logits"
+    options = {
+        "label_smoothing": Option(bool, True, "real target 0.9, fake target 0.1 (the lecture's trick)"),
+    }
+
+    def _labels(self) -> tuple[float, float]:
+        return (0.9, 0.1) if self.opts["label_smoothing"] else (1.0, 0.0)
+
+    def d_loss(self, D, real, fake, ctx):
+        real_t, fake_t = self._labels()
+        real_out, fake_out = D(real), D(fake)
+        loss = (F.binary_cross_entropy_with_logits(real_out, _targets(real_out, real_t))
+                + F.binary_cross_entropy_with_logits(fake_out, _targets(fake_out, fake_t)))
+        # D's accuracy on both halves: a D stuck near 1.0 starves G of gradient.
+        return loss, {"d_real_acc": (real_out > 0).float().mean(),
+                      "d_fake_acc": (fake_out < 0).float().mean()}
+
+    def g_loss(self, D, fake, real, ctx):
+        out = D(fake)
+        return F.binary_cross_entropy_with_logits(out, _targets(out, self._labels()[0])), {}
+
+
+class Minimax(NonSaturatingBCE):
+    """The original saturating objective: G minimises log(1 − D(G(z)))."""
+
+    name = "minimax"
+    help = "the original saturating minimax loss (G minimises log(1 - D(G(z))))"
+    options = {"label_smoothing": Option(bool, False, "real target 0.9, fake target 0.1")}
+
+    def g_loss(self, D, fake, real, ctx):
+        # log(1 − sigmoid(l)) = −softplus(l), stable for any logit.
+        return -F.softplus(D(fake)).mean(), {}
+
+
+class LeastSquares(Loss):
+    """LSGAN: least squares towards 1 for real and 0 for fake (Mao et al.)."""
+
+    name = "ls"
+    help = "least-squares (LSGAN) loss"
+    output = "critic"
+
+    def d_loss(self, D, real, fake, ctx):
+        return 0.5 * (((D(real) - 1) ** 2).mean() + (D(fake) ** 2).mean()), {}
+
+    def g_loss(self, D, fake, real, ctx):
+        return 0.5 * ((D(fake) - 1) ** 2).mean(), {}
+
+
+class Wasserstein(Loss):
+    """The WGAN critic objective; needs a Lipschitz constraint (clip, gp) to mean anything."""
+
+    name = "wasserstein"
+    help = "Wasserstein critic loss (pair with weight clipping or a gradient penalty)"
+    output = "critic"
+
+    def d_loss(self, D, real, fake, ctx):
+        real_out, fake_out = D(real), D(fake)
+        w = real_out.mean() - fake_out.mean()
+        return -w, {"wasserstein": w}
+
+    def g_loss(self, D, fake, real, ctx):
+        return -D(fake).mean(), {}
+
+
+class Hinge(Loss):
+    """The hinge loss of SAGAN / BigGAN."""
+
+    name = "hinge"
+    help = "hinge loss (SAGAN)"
+    output = "critic"
+
+    def d_loss(self, D, real, fake, ctx):
+        return F.relu(1 - D(real)).mean() + F.relu(1 + D(fake)).mean(), {}
+
+    def g_loss(self, D, fake, real, ctx):
+        return -D(fake).mean(), {}
+
+
+@hookimpl
+def gand_register_losses():
+    return [NonSaturatingBCE, Minimax, LeastSquares, Wasserstein, Hinge]

@@ -1,0 +1,81 @@
+"""`gand worker`: a Celery worker that runs one job at a time, N of them side by side.
+
+Each worker process uses the solo pool: the job runs in the process that received the message,
+so SIGTERM reaches the training loop directly and CUDA is never forked. `--concurrency N`
+starts N such processes; `--burst` makes each exit once its queues are empty.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from celery import signals
+from celery.worker import state as worker_state
+
+from gand import queue
+
+log = logging.getLogger("gand.worker")
+
+
+class BurstMonitor(threading.Thread):
+    """Stops the worker once it is idle and its queues have stayed empty for a moment."""
+
+    def __init__(self, queues: list[str], ready: threading.Event, checks: int = 3, interval: float = 0.5):
+        super().__init__(daemon=True, name="gand-burst")
+        self.queues, self.ready, self.checks, self.interval = queues, ready, checks, interval
+
+    def run(self) -> None:
+        self.ready.wait()
+        idle = 0
+        while True:
+            time.sleep(self.interval)
+            busy = bool(worker_state.active_requests or worker_state.reserved_requests)
+            waiting = 0 if busy else sum(queue.queue_length(q) for q in self.queues)
+            idle = idle + 1 if not busy and not waiting else 0
+            if idle >= self.checks:
+                log.info("burst: queues %s are empty; stopping", ",".join(self.queues))
+                worker_state.should_stop = 0  # the consumer loop exits cleanly at its next turn
+                return
+
+
+def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: str = "INFO") -> int:
+    if concurrency > 1:
+        return supervise(queues, concurrency, burst, loglevel)
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    celery = queue.app()
+    import gand_workers.tasks  # noqa: F401  (registers the task on the app)
+
+    ready = threading.Event()
+    signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
+    if burst:
+        BurstMonitor(queues, ready).start()
+    worker = celery.Worker(
+        hostname=f"gand-{os.getpid()}@{socket.gethostname()}",
+        queues=queues, pool="solo", concurrency=1, loglevel=loglevel, quiet=True,
+        without_gossip=True, without_mingle=True, optimization="fair",
+    )
+    worker.start()
+    return worker.exitcode or 0
+
+
+def supervise(queues: list[str], n: int, burst: bool, loglevel: str) -> int:
+    """N single-job worker processes; SIGTERM/SIGINT is passed on to each of them."""
+    args = [sys.executable, "-m", "gand", "worker", "--queues", ",".join(queues), "--concurrency", "1",
+            "--loglevel", loglevel] + (["--burst"] if burst else [])
+    children = [subprocess.Popen(args) for _ in range(n)]
+
+    def forward(sig, _frame):
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [c.wait() for c in children]
+    return max(codes, default=0)
