@@ -141,8 +141,10 @@ def _conclude(ctx: WorkerContext, job_id: str, outcome: Outcome) -> str:
 
 
 def _finish(ctx: WorkerContext, job_id: str, to: JobStatus, *, reason: str, **fields) -> str:
+    # Only a job already asked to stop can become cancelled; success or failure ends either.
+    expected = {JobStatus.cancelling} if to == JobStatus.cancelled else ACTIVE
     try:
-        ctx.store.transition(job_id, ACTIVE, to, worker=ctx.name, reason=reason, **fields)
+        ctx.store.transition(job_id, expected, to, worker=ctx.name, reason=reason, **fields)
     except TransitionRejected as e:
         log.warning("job %s: could not record %s: %s", job_id, to.value, e)
     log.info("job %s %s: %s", job_id, to.value, reason)

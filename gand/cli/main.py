@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # typer ≥ 0.20 vendors click; older releases use click itself
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 
 from gand.cli import jobs, outputs, system, watch
 from gand.errors import GandError
@@ -26,18 +30,32 @@ def main(argv: list[str] | None = None) -> None:
     except GandError as e:
         print(f"gand: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.NoArgsIsHelpError as e:
-        print(e.ctx.get_help() if e.ctx else str(e))
-        sys.exit(0)
-    except click.ClickException as e:
+    except click_exc.NoArgsIsHelpError:
+        sys.exit(0)  # the help has been shown
+    except click_exc.ClickException as e:
         # Click's usage errors, condensed to one line that names the bad value.
-        print(f"gand: error: {e.format_message()}", file=sys.stderr)
+        print(f"gand: error: {e.format_message()}{_given(e, argv)}", file=sys.stderr)
         sys.exit(e.exit_code or 2)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("gand: aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _given(e: Exception, argv: list[str] | None) -> str:
+    """", got 'ten'" for a bad option value, which click's message does not quote."""
+    param = getattr(e, "param", None)
+    if not isinstance(e, click_exc.BadParameter) or param is None:
+        return ""
+    args = sys.argv[1:] if argv is None else argv
+    for i, a in enumerate(args):
+        for opt in getattr(param, "opts", []):
+            if a == opt and i + 1 < len(args):
+                return f" (got {args[i + 1]!r})"
+            if a.startswith(opt + "="):
+                return f" (got {a.split('=', 1)[1]!r})"
+    return ""

@@ -70,10 +70,11 @@ class AdversarialVariant(Variant):
             real = ctx.data[0].sample(bs)
             # Fakes take the real batch's labels, so D sees every class on both sides and one
             # label tensor serves real, fake and interpolated inputs alike.
+            y = real.y if self.needs_labels else None
             with torch.no_grad(), ctx.autocast():
-                fake = self.generate_from(G, self.latent(models, bs, dev), real.y).float()
+                fake = self.generate_from(G, self.latent(models, bs, dev), y).float()
 
-            def d_call(x, _y=real.y):
+            def d_call(x, _y=y):
                 with ctx.autocast():
                     return self.discriminate(D, x, _y)
 

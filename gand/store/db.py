@@ -68,6 +68,15 @@ class Store:
                         reason="submitted"))
         return job
 
+    @retry_locked
+    def delete_job(self, job_id: str) -> None:
+        """Removes a job and every row that refers to it (a submit whose message never left)."""
+        with self.session() as s:
+            _require_job(s, job_id)
+            for table in (Event, Metric, Checkpoint, Artifact):
+                s.execute(table.__table__.delete().where(table.job_id == job_id))
+            s.execute(Job.__table__.delete().where(Job.id == job_id))
+
     def get_job(self, job_id: str) -> Job:
         with self.session() as s:
             return _job(s, job_id)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs gand's test suite: installs into .venv, starts Redis/PostgreSQL if needed, runs pytest.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+bash "$ROOT/deploy/services.sh"
+cd "$ROOT"
+exec python -m pytest -q "$@"
