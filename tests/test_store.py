@@ -40,7 +40,7 @@ PATH_TO = {
     S.recovering: [S.running, S.recovering], S.succeeded: [S.running, S.succeeded],
     S.failed: [S.failed], S.cancelled: [S.cancelled],
 }
-TABLES = {"jobs", "job_events", "metrics", "checkpoints", "artifacts"}
+TABLES = {"jobs", "job_events", "metrics", "checkpoints", "artifacts", "datasets", "evaluations"}
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -338,14 +338,14 @@ def test_artifacts(store):
     store.add_artifact(job.id, "plot", "/runs/x/losses.png")
     assert [(a.kind, a.step) for a in store.artifacts(job.id)] == [("samples", 100), ("plot", None)]
     assert store.count_rows() == {"jobs": 1, "job_events": 1, "metrics": 0, "checkpoints": 0,
-                                  "artifacts": 2}
+                                  "artifacts": 2, "datasets": 0, "evaluations": 0}
 
 
 # --- migrations ---------------------------------------------------------------------------
 
 def test_a_fresh_database_is_migrated_to_head_matching_the_models(store):
     with store.engine.connect() as conn:
-        assert migrate.current_revisions(conn) == migrate.head_revisions() == {"0001"}
+        assert migrate.current_revisions(conn) == migrate.head_revisions() == {"0002"}
         # Autogenerate would write nothing: the migrations create exactly what the models say.
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
@@ -450,3 +450,48 @@ def test_unsupported_database_urls_are_usage_errors(tmp_path):
         Store("mysql://localhost/gand")
     with pytest.raises(UsageError, match="is not valid"):
         Store("not a url")
+
+
+def test_named_datasets_evaluations_and_notes(store):
+    from gand.errors import NotFound, UsageError
+
+    store.add_dataset("faces", "folder:/data/faces")
+    assert store.get_dataset("faces").spec == "folder:/data/faces"
+    with pytest.raises(UsageError, match="taken"):
+        store.add_dataset("faces", "x")
+    assert [d.name for d in store.list_datasets()] == ["faces"]
+    store.remove_dataset("faces")
+    with pytest.raises(NotFound, match="no dataset named 'faces'"):
+        store.remove_dataset("faces")
+
+    job = store.create_job(variant="gan", loss="bce", data=["ring8"], config={}, total_steps=10)
+    store.add_evaluations(job.id, 5, "coverage", {"modes": 8.0, "hq": 0.9}, num_samples=2500,
+                          reference="ring8")
+    assert {(e.key, e.value, e.num_samples) for e in store.evaluations(job.id)} == {
+        ("modes", 8.0, 2500), ("hq", 0.9, 2500)}
+    event = store.note(job.id, "collapse warning")
+    assert (event.from_status, event.to_status, event.reason) == ("queued", "queued", "collapse warning")
+    store.delete_job(job.id)
+    assert store.count_rows()["evaluations"] == 0 and store.count_rows()["jobs"] == 0
+
+
+def test_a_database_at_0001_upgrades_keeping_its_rows(tmp_path):
+    """A database made by the first release gains the later tables without losing jobs."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    cfg = migrate.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text(
+            "INSERT INTO jobs (id, variant, loss, data, config, status, step, total_steps, queue, "
+            "recoveries, created_at, updated_at) VALUES ('ab', 'gan', 'bce', '[]', '{}', 'queued', "
+            "0, 5, 'gand', 0, '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"))
+    engine.dispose()
+    store = Store(url)
+    assert store.get_job("ab").variant == "gan"
+    assert store.list_datasets() == []
+    store.close()

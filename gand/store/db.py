@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from gand.errors import NotFound, TransitionRejected, UsageError, one_of
 from gand.store import migrate
 from gand.store.connect import make_engine, retry_locked
-from gand.store.models import Artifact, Checkpoint, Event, Job, Metric, utcnow
+from gand.store.models import (Artifact, Checkpoint, Dataset, Evaluation, Event, Job, Metric,
+                               utcnow)
 from gand.store.states import ACTIVE, TERMINAL, JobStatus, check_transition
 
 # What transition(**fields) may set besides the status; anything else is a caller's bug.
@@ -26,7 +27,7 @@ TRANSITION_FIELDS = frozenset(
 # Re-reads when the status changes between our read and our compare-and-set; more means a loop.
 CAS_ATTEMPTS = 5
 HEX = re.compile(r"[0-9a-f]{1,32}")
-TABLES = (Job, Event, Metric, Checkpoint, Artifact)
+TABLES = (Job, Event, Metric, Checkpoint, Artifact, Dataset, Evaluation)
 
 
 class Store:
@@ -73,7 +74,7 @@ class Store:
         """Removes a job and every row that refers to it (a submit whose message never left)."""
         with self.session() as s:
             _require_job(s, job_id)
-            for table in (Event, Metric, Checkpoint, Artifact):
+            for table in (Event, Metric, Checkpoint, Artifact, Evaluation):
                 s.execute(table.__table__.delete().where(table.job_id == job_id))
             s.execute(Job.__table__.delete().where(Job.id == job_id))
 
@@ -270,6 +271,67 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(Artifact).where(Artifact.job_id == job_id)
                                   .order_by(Artifact.time, Artifact.id)))
+
+    @retry_locked
+    def note(self, job_id: str, reason: str, worker: str | None = None) -> Event:
+        """An event that changes no state (a skipped checkpoint, a collapse warning...)."""
+        with self.session() as s:
+            status = _job(s, job_id).status
+            event = Event(job_id=job_id, time=utcnow(), from_status=status, to_status=status,
+                          worker=worker, reason=reason)
+            s.add(event)
+        return event
+
+    # --- evaluations ------------------------------------------------------------------------
+
+    @retry_locked
+    def add_evaluations(self, job_id: str, step: int, metric: str, values: dict[str, float], *,
+                        extractor: str | None = None, num_samples: int | None = None,
+                        reference: str | None = None) -> list[Evaluation]:
+        """Records one metric's values at `step` with the protocol that produced them."""
+        now = utcnow()
+        rows = [Evaluation(job_id=job_id, step=step, metric=metric, key=k, value=float(v),
+                           extractor=extractor, num_samples=num_samples, reference=reference,
+                           time=now) for k, v in values.items()]
+        with self.session() as s:
+            _require_job(s, job_id)
+            s.add_all(rows)
+        return rows
+
+    def evaluations(self, job_id: str, key: str | None = None) -> list[Evaluation]:
+        query = select(Evaluation).where(Evaluation.job_id == job_id)
+        if key is not None:
+            query = query.where(Evaluation.key == key)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(Evaluation.step, Evaluation.key, Evaluation.id)))
+
+    # --- named datasets ---------------------------------------------------------------------
+
+    @retry_locked
+    def add_dataset(self, name: str, spec: str) -> Dataset:
+        with self.session() as s:
+            if s.get(Dataset, name) is not None:
+                raise UsageError(f"dataset name {name!r} is taken; remove it first or pick another")
+            dataset = Dataset(name=name, spec=spec, created_at=utcnow())
+            s.add(dataset)
+        return dataset
+
+    def get_dataset(self, name: str) -> Dataset | None:
+        with self.session() as s:
+            return s.get(Dataset, name)
+
+    def list_datasets(self) -> list[Dataset]:
+        with self.session() as s:
+            return list(s.scalars(select(Dataset).order_by(Dataset.name)))
+
+    @retry_locked
+    def remove_dataset(self, name: str) -> None:
+        with self.session() as s:
+            dataset = s.get(Dataset, name)
+            if dataset is None:
+                known = [d.name for d in s.scalars(select(Dataset))]
+                raise NotFound(f"no dataset named {name!r}; named datasets: {one_of(known)}")
+            s.delete(dataset)
 
     def count_rows(self) -> dict[str, int]:
         """Rows per table, so a test can show that a refused command changed nothing."""

@@ -226,3 +226,45 @@ class Artifact(Base):
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "job_id": self.job_id, "step": self.step, "kind": self.kind,
                 "path": self.path, "time": _iso(self.time)}
+
+
+class Dataset(Base):
+    """A name for a dataset spec (`gand data add faces ./faces`), usable in `--data`."""
+
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Dataset {self.name} = {self.spec}>"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "spec": self.spec, "created_at": _iso(self.created_at)}
+
+
+class Evaluation(Base):
+    """One evaluated value (FID, coverage...) with the protocol that produced it."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = _job_fk()
+    step: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String)        # the metric plugin, e.g. "fid"
+    key: Mapped[str] = mapped_column(String)           # the value's name, e.g. "fid", "modes"
+    value: Mapped[float] = mapped_column(MetricValue(), nullable=True)
+    extractor: Mapped[str | None] = mapped_column(String)   # feature extractor, if any
+    num_samples: Mapped[int | None] = mapped_column(Integer)
+    reference: Mapped[str | None] = mapped_column(Text)     # the reference set it compared to
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Evaluation job {self.job_id} step {self.step} {self.key}={self.value}>"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "job_id": self.job_id, "step": self.step, "metric": self.metric,
+                "key": self.key, "value": self.value, "extractor": self.extractor,
+                "num_samples": self.num_samples, "reference": self.reference,
+                "time": _iso(self.time)}
