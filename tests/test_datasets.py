@@ -15,6 +15,7 @@ from PIL import Image
 
 import gand.hookspecs
 import gand_plugins.datasets
+import gand_plugins.datasets.folder
 from gand import plugins
 from gand.api import DatasetType, FunctionSource, TensorSource
 from gand.errors import UsageError
@@ -397,9 +398,9 @@ def test_folder_skips_files_that_fail_to_decode(types, tmp_path):
 
 
 def test_big_folder_is_described_from_a_sample(types, tmp_path, monkeypatch):
-    monkeypatch.setattr(gand_plugins.datasets, "_VERIFY_ALL", 2)
-    monkeypatch.setattr(gand_plugins.datasets, "_PROBE_ALL", 4)
-    monkeypatch.setattr(gand_plugins.datasets, "_PROBE_SAMPLE", 3)
+    monkeypatch.setattr(gand_plugins.datasets.folder, "_VERIFY_ALL", 2)
+    monkeypatch.setattr(gand_plugins.datasets.folder, "_PROBE_ALL", 4)
+    monkeypatch.setattr(gand_plugins.datasets.folder, "_PROBE_SAMPLE", 3)
     for i in range(8):
         save(tmp_path / ("a" if i % 2 else "b") / f"{i}.png", (12, 6), 50, mode="L")
     info = types["folder"]().describe(str(tmp_path))
