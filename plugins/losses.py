@@ -99,6 +99,46 @@ class Hinge(Loss):
         return -D(fake).mean(), {}
 
 
+class WassersteinGP(Wasserstein):
+    """WGAN-GP: the Wasserstein critic loss plus the gradient penalty (Gulrajani et al.)."""
+
+    name = "wgan-gp"
+    help = "Wasserstein critic loss + gradient penalty (lambda gp_weight, default 10)"
+    options = {"gp_weight": Option(float, 10.0, "gradient penalty weight lambda", min=0.0)}
+    per_example_d = True
+
+    def d_loss(self, D, real, fake, ctx):
+        # Imported here: gand_plugins.regularizers registers its own classes; no import cycle.
+        from gand_plugins.regularizers import gradient_penalty
+
+        loss, report = super().d_loss(D, real, fake, ctx)
+        gp = gradient_penalty(D, real, fake)
+        return loss + self.opts["gp_weight"] * gp, {**report, "gp": gp}
+
+
+class BoundaryEquilibrium(Loss):
+    """BEGAN's objective on an autoencoder D: `D(x)` is each example's reconstruction error.
+
+    D's loss is L(x) − k·L(G(z)) and G's is L(G(z)); the variant `began` owns k (its
+    equilibrium controller) and sets `self.k` before each step.
+    """
+
+    name = "began"
+    help = "BEGAN: autoencoder reconstruction losses balanced by the equilibrium term k"
+    output = "reconstruction"
+
+    k: float = 0.0
+
+    def d_loss(self, D, real, fake, ctx):
+        l_real, l_fake = D(real).mean(), D(fake).mean()
+        return l_real - self.k * l_fake, {"l_real": l_real.detach(), "l_fake": l_fake.detach()}
+
+    def g_loss(self, D, fake, real, ctx):
+        l_fake = D(fake).mean()
+        return l_fake, {}
+
+
 @hookimpl
 def gand_register_losses():
-    return [NonSaturatingBCE, Minimax, LeastSquares, Wasserstein, Hinge]
+    return [NonSaturatingBCE, Minimax, LeastSquares, Wasserstein, Hinge, WassersteinGP,
+            BoundaryEquilibrium]

@@ -1,0 +1,122 @@
+"""Named datasets: `gand data add|list|remove`, so `--data faces` can stand for a stored spec.
+
+A name is checked exactly as `gand submit` checks `--data` (the spec is resolved and described)
+and stored with absolute paths, so it means the same thing from any working directory. A job
+records the spec a name resolved to, so removing or re-pointing a name never changes a job.
+"""
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Optional
+
+import typer
+
+from gand.cli.context import print_json, registry, store
+from gand.errors import GandError, UsageError
+from gand.jobspec import DATASET_NAME_RE, ResolvedData, resolve_data
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+app = typer.Typer(name="data", help="Named datasets, usable in `gand submit --data NAME`.",
+                  no_args_is_help=True)
+
+
+def named_datasets() -> dict[str, str]:
+    """Every registered dataset name with its stored spec (what `jobspec.resolve_data` asks)."""
+    return {d.name: d.spec for d in store().list_datasets()}
+
+
+def check_name(name: str) -> None:
+    """Refuses a name that could be read as a path or that a dataset type already answers to."""
+    if not DATASET_NAME_RE.match(name):
+        raise UsageError(f"dataset name {name!r} is invalid; expected a letter, then up to 63 "
+                         f"letters, digits, '_' or '-'")
+    if name in registry().datasets:
+        raise UsageError(f"dataset name {name!r} is a dataset type (`--data {name}` already means "
+                         f"it); pick another name")
+
+
+def canonical_spec(r: ResolvedData) -> str:
+    """`TYPE:ARG` with ARG made absolute when it is a path that exists, else `TYPE`."""
+    if r.arg is None:
+        return r.type_name
+    arg = os.path.expanduser(r.arg)
+    if os.path.exists(arg):
+        arg = os.path.abspath(arg)  # not realpath: a symlink keeps meaning what it points at now
+    return f"{r.type_name}:{arg}"
+
+
+def _describe(name: str, spec: str) -> dict[str, Any]:
+    """One row of `gand data list`: the stored spec and what it resolves to now, or why not."""
+    row: dict[str, Any] = {"name": name, "spec": spec, "kind": None, "shape": None,
+                           "num_classes": None, "size": None, "error": None}
+    try:
+        info = resolve_data(registry(), spec).info
+    except GandError as e:  # the data may have moved since: show that instead of failing
+        row["error"] = str(e)
+        return row
+    row.update(kind=info.kind, shape=list(info.shape), num_classes=info.num_classes, size=info.size)
+    return row
+
+
+def _summary(row: dict[str, Any]) -> str:
+    if row["error"]:
+        return f"UNAVAILABLE: {row['error']}"
+    text = f"{row['kind']} {'x'.join(str(s) for s in row['shape'])}"
+    if row["size"] is not None:
+        text += f", {row['size']} examples"
+    if row["num_classes"]:
+        text += f", {row['num_classes']} classes"
+    return text
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="the name, e.g. faces")],
+    spec: Annotated[str, typer.Argument(help="a path, or a spec such as mnist:DIR or folder:DIR")],
+    json_: JsonOpt = False,
+) -> None:
+    """Name a dataset spec after checking it exactly as `gand submit --data` would."""
+    check_name(name)
+    # The spec may itself be a registered name: the new name then copies its stored spec.
+    resolved = resolve_data(registry(), spec, named_datasets)
+    canonical = canonical_spec(resolved)
+    store().add_dataset(name, canonical)
+    row = _describe(name, canonical)
+    if json_:
+        print_json(row)
+    else:
+        typer.echo(f"{name} = {canonical}  ({_summary(row)})")
+
+
+@app.command("list")
+def list_(json_: JsonOpt = False) -> None:
+    """Registered dataset names, their specs and what each holds now."""
+    rows = [_describe(d.name, d.spec) for d in store().list_datasets()]
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no named datasets (add one with `gand data add NAME PATH`)")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        typer.echo(f"{r['name']:{width}}  {r['spec']}  ({_summary(r)})")
+
+
+@app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="a registered dataset name")],
+    json_: JsonOpt = False,
+) -> None:
+    """Forget a dataset name; jobs that used it keep the spec it resolved to."""
+    spec: Optional[str] = named_datasets().get(name)
+    store().remove_dataset(name)  # an unknown name: NotFound listing the known ones
+    if json_:
+        print_json({"name": name, "spec": spec, "removed": True})
+    else:
+        typer.echo(f"removed {name} (was {spec})")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="data")

@@ -1,0 +1,240 @@
+"""The plugin system: hooks called through a fresh plugin manager, duplicates, broken plugins,
+the GAND_PLUGINS allowlist, and what `gand plugins` reports.
+
+Inline plugins are small modules built in the test and registered with
+`gand.plugins.load(allow=..., extra=(module,))`; a broken plugin is a real throw-away
+distribution (a module plus a dist-info folder with an entry point) put on sys.path.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import types
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import torch
+from torch import nn
+
+from gand import hookspecs, plugins
+from gand.api import DataInfo, DatasetType, FunctionSource, Loss
+from gand.engine.adversarial import AdversarialVariant
+from gand.errors import PluginError, UsageError
+from gand.hookspecs import hookimpl
+
+NO_ENTRY_POINTS = ("no-such-plugin",)  # an allowlist that admits none of the installed plugins
+
+
+def inline_plugin(name: str, **hooks: list) -> types.ModuleType:
+    """A plugin module named `name` whose hooks `hook=[classes]` return those classes."""
+    module = types.ModuleType(name)
+    for hook, classes in hooks.items():
+        def impl(_classes=tuple(classes)) -> list:
+            return list(_classes)
+        # pluggy ignores arguments with defaults, so the closure's default is invisible to it.
+        setattr(module, hook, hookimpl(impl))
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# One small class of each kind a registration hook accepts.
+
+
+class InlineVariant(AdversarialVariant):
+    name = "inline-variant"
+    data_kinds = frozenset({"vector"})
+
+    def networks(self, info, options):
+        return nn.Linear(1, 2), nn.Linear(2, 1)
+
+
+class InlineLoss(Loss):
+    name = "inline-loss"
+
+    def d_loss(self, D, real, fake, ctx):
+        return D(fake).mean() - D(real).mean(), {}
+
+    def g_loss(self, D, fake, real, ctx):
+        return -D(fake).mean(), {}
+
+
+class InlineDataset(DatasetType):
+    name = "inline-data"
+
+    def describe(self, arg: Optional[str]) -> DataInfo:
+        return DataInfo(spec=self.name, kind="vector", shape=(2,))
+
+    def load(self, arg, info, shape, device):
+        return FunctionSource(info, lambda n, dev: (torch.zeros(n, 2, device=dev), None), device)
+
+
+def _inline_metric() -> type:
+    from gand.api import Metric
+
+    class InlineMetric(Metric):
+        name = "inline-metric"
+        directions = {"inline-metric": "min"}
+        headline = "inline-metric"
+
+        def compute(self, ctx) -> dict[str, float]:
+            return {"inline-metric": 0.0}
+
+    return InlineMetric
+
+
+# Every hook in gand/hookspecs.py, with the Registry table it fills and an example to register.
+# A hook added to hookspecs.py without an entry here fails test_every_hook_has_a_test.
+EXAMPLES = {
+    "gand_register_variants": ("variants", lambda: InlineVariant),
+    "gand_register_losses": ("losses", lambda: InlineLoss),
+    "gand_register_datasets": ("datasets", lambda: InlineDataset),
+    "gand_register_metrics": ("metrics", _inline_metric),
+}
+
+
+def hook_names() -> set[str]:
+    return {name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+            if hasattr(fn, "gand_spec")}
+
+
+def test_every_hook_has_a_test():
+    assert hook_names() == set(EXAMPLES), "a hook in gand/hookspecs.py has no example in EXAMPLES"
+
+
+@pytest.mark.parametrize("hook", sorted(EXAMPLES))
+def test_inline_plugin_is_called_through_the_manager(hook):
+    table, example = EXAMPLES[hook]
+    cls = example()
+    reg = plugins.load(allow=NO_ENTRY_POINTS, extra=(inline_plugin("inline", **{hook: [cls]}),))
+    # Through pluggy's hook caller: one list per implementing plugin.
+    assert getattr(reg.pm.hook, hook)() == [[cls]]
+    assert getattr(reg, table) == {cls.name: cls}
+    info = next(p for p in reg.plugins if p.name == "inline")
+    assert info.registers == {table: [cls.name]} and info.error is None
+
+
+@pytest.mark.parametrize("hook", sorted(EXAMPLES))
+def test_installed_plugins_answer_every_hook(hook):
+    """The real entry points, called through the manager, give exactly what the registry indexed."""
+    table, _ = EXAMPLES[hook]
+    reg = plugins.load()
+    names = [cls.name for result in getattr(reg.pm.hook, hook)() for cls in result]
+    assert sorted(names) == sorted(getattr(reg, table))
+    if table != "metrics":  # the first-party plugins register variants, losses and datasets
+        assert names
+
+
+def test_registry_builds_what_inline_plugins_register():
+    plugin = inline_plugin("inline", gand_register_variants=[InlineVariant],
+                           gand_register_losses=[InlineLoss],
+                           gand_register_datasets=[InlineDataset])
+    reg = plugins.load(allow=NO_ENTRY_POINTS, extra=(plugin,))
+    assert isinstance(reg.variant("inline-variant"), InlineVariant)
+    assert reg.loss_class("inline-loss") is InlineLoss
+    info = reg.dataset_type("inline-data").describe(None)
+    assert info.kind == "vector" and info.shape == (2,)
+    with pytest.raises(UsageError, match="unknown variant 'gan'; installed: inline-variant"):
+        reg.variant("gan")
+
+
+@pytest.mark.parametrize("hook", ["gand_register_variants", "gand_register_losses",
+                                  "gand_register_datasets"])
+def test_a_name_registered_twice_names_both_plugins(hook):
+    table, example = EXAMPLES[hook]
+    cls = example()
+    twin = type(cls.__name__ + "Twin", (cls,), {})  # another class under the same name
+    first, second = inline_plugin("alpha", **{hook: [cls]}), inline_plugin("beta", **{hook: [twin]})
+    with pytest.raises(PluginError) as e:
+        plugins.load(allow=NO_ENTRY_POINTS, extra=(first, second))
+    kind = {"variants": "variant", "losses": "loss", "datasets": "dataset"}[table]
+    assert f"{kind} {cls.name!r} is registered by both alpha and beta" in str(e.value)
+
+
+def test_a_name_taken_by_an_installed_plugin_is_refused():
+    impostor = type("Impostor", (InlineVariant,), {"name": "gan"})
+    with pytest.raises(PluginError, match="variant 'gan' is registered by both gan and impostor"):
+        plugins.load(allow=("gan",), extra=(inline_plugin("impostor",
+                                                          gand_register_variants=[impostor]),))
+
+
+def test_a_registration_without_a_name_is_refused():
+    nameless = type("Nameless", (InlineLoss,), {"name": ""})
+    with pytest.raises(PluginError, match="plugin sloppy registered loss .*Nameless.* without a "):
+        plugins.load(allow=NO_ENTRY_POINTS,
+                     extra=(inline_plugin("sloppy", gand_register_losses=[nameless]),))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points: a broken plugin and the allowlist.
+
+
+@pytest.fixture
+def broken_dist(tmp_path, monkeypatch) -> Path:
+    """A distribution `gand-broken-plugin` whose entry point `broken` raises on import."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "broken_plugin.py").write_text(
+        "raise RuntimeError('broken_plugin cannot start: missing libfoo')\n")
+    meta = site / "gand_broken_plugin-0.1.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: gand-broken-plugin\nVersion: 0.1\n")
+    (meta / "entry_points.txt").write_text("[gand]\nbroken = broken_plugin\n")
+    monkeypatch.syspath_prepend(str(site))  # also invalidates importlib's caches
+    return site
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_skipped(broken_dist):
+    reg = plugins.load()
+    broken = next(p for p in reg.plugins if p.name == "broken")
+    assert (broken.dist, broken.version) == ("gand-broken-plugin", "0.1")
+    assert broken.value == "broken_plugin"
+    assert broken.error.startswith("RuntimeError: broken_plugin cannot start: missing libfoo")
+    assert "broken_plugin.py:1" in broken.error and broken.registers == {}
+    # Every other plugin loaded and registered its classes.
+    assert {"gan", "dcgan"} <= set(reg.variants) and {"bce", "ls"} <= set(reg.losses)
+    assert [p.name for p in reg.plugins if p.error] == ["broken"]
+
+
+def test_the_allowlist_limits_what_loads():
+    reg = plugins.load(allow=("gan", "builtin-losses", "builtin-datasets"))
+    assert set(reg.variants) == {"gan"}
+    loaded = {p.name for p in reg.plugins if p.error is None}
+    assert loaded == {"gan", "builtin-losses", "builtin-datasets"}
+    dcgan = next(p for p in reg.plugins if p.name == "dcgan")
+    assert dcgan.error == "not in the GAND_PLUGINS allowlist" and dcgan.registers == {}
+    with pytest.raises(UsageError, match="unknown variant 'dcgan'; installed: gan"):
+        reg.variant("dcgan")
+
+
+# ---------------------------------------------------------------------------------------------
+# `gand plugins` (the real CLI, in a subprocess)
+
+
+def _with_path(env: dict, path: Path) -> None:
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), env.get("PYTHONPATH")) if p)
+
+
+def test_gand_plugins_json_shows_versions_registrations_and_errors(gand, broken_dist):
+    _with_path(gand.env, broken_dist)
+    gand.env["GAND_PLUGINS"] = "gan,builtin-losses,builtin-datasets,broken"
+    rows = {p["name"]: p for p in gand.json("plugins")}
+    gan = rows["gan"]
+    assert (gan["package"], gan["module"], gan["error"]) == ("gand", "gand_plugins.gan", None)
+    assert gan["version"] and gan["registers"] == {"variants": ["gan"]}
+    assert {"bce", "ls"} <= set(rows["builtin-losses"]["registers"]["losses"])
+    assert rows["broken"]["error"].startswith("RuntimeError: broken_plugin cannot start")
+    assert rows["broken"]["package"] == "gand-broken-plugin" and rows["broken"]["version"] == "0.1"
+    assert rows["dcgan"]["error"] == "not in the GAND_PLUGINS allowlist"
+    assert rows["dcgan"]["registers"] == {}
+
+
+def test_gand_plugins_table_shows_each_plugin(gand_inprocess, broken_dist, monkeypatch):
+    monkeypatch.setattr(plugins, "_cached", None)  # reload: broken_dist is on sys.path now
+    out = gand_inprocess.ok("plugins")
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "variants: gan" in lines["gan"] and "gand 0.1" in lines["gan"]
+    assert "datasets: gauss1d, ring8" in lines["builtin-datasets"]
+    assert "ERROR: RuntimeError: broken_plugin cannot start" in lines["broken"]
+    assert "gand-broken-plugin 0.1" in lines["broken"]
