@@ -221,6 +221,9 @@ class Loss(ABC):
     # (an unbounded score). A variant declares which kinds its D can produce.
     output: ClassVar[str] = "logits"
     options: ClassVar[dict[str, Option]] = {}
+    # True when the loss differentiates D example by example (gradient penalties): D must then
+    # not mix the examples of a batch (no BatchNorm), which is checked at submit.
+    per_example_d: ClassVar[bool] = False
 
     def __init__(self, options: Optional[dict[str, Any]] = None):
         self.opts = parse_options(self.options, {}) if options is None else options
@@ -237,6 +240,83 @@ class Loss(ABC):
 
     def after_d_step(self, D: nn.Module, ctx: StepContext) -> None:
         """Called after each discriminator optimizer step (weight clipping lives here)."""
+
+
+class Regularizer(ABC):
+    """A term added to a base loss, written `--loss BASE+NAME` (e.g. hinge+r1, wasserstein+clip).
+
+    Registered through `gand_register_losses` like a Loss; its options join the job's option
+    namespace. `d_penalty` adds to the discriminator's loss, `after_d_step` constrains D's
+    weights after each of its updates.
+    """
+
+    name: ClassVar[str]
+    help: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+    outputs: ClassVar[frozenset[str]] = frozenset({"logits", "critic"})  # base losses it suits
+    per_example_d: ClassVar[bool] = False  # as Loss.per_example_d
+    conflicts: ClassVar[frozenset[str]] = frozenset()  # parts it must not be combined with
+
+    def __init__(self, options: Optional[dict[str, Any]] = None):
+        self.opts = parse_options(self.options, {}) if options is None else options
+
+    def d_penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor,
+                  ctx: StepContext) -> tuple[Optional[torch.Tensor], dict[str, torch.Tensor]]:
+        """A term added to the discriminator's loss (None: nothing) and scalars to report."""
+        return None, {}
+
+    def after_d_step(self, D: nn.Module, ctx: StepContext) -> None:
+        """Called after each discriminator optimizer step, after the base loss's own."""
+
+
+class ComposedLoss(Loss):
+    """A base loss plus regularisers; `compose` makes one subclass per combination."""
+
+    base: ClassVar[type[Loss]]
+    regularizers: ClassVar[tuple[type[Regularizer], ...]] = ()
+
+    def __init__(self, options: Optional[dict[str, Any]] = None):
+        super().__init__(options)
+        self.base_loss = self.base(self.opts)
+        self.parts = [r(self.opts) for r in self.regularizers]
+
+    def d_loss(self, D, real, fake, ctx):
+        loss, report = self.base_loss.d_loss(D, real, fake, ctx)
+        report = dict(report)
+        for part in self.parts:
+            term, extra = part.d_penalty(D, real, fake, ctx)
+            if term is not None:
+                loss = loss + term
+            report.update(extra)
+        return loss, report
+
+    def g_loss(self, D, fake, real, ctx):
+        return self.base_loss.g_loss(D, fake, real, ctx)
+
+    def after_d_step(self, D, ctx):
+        self.base_loss.after_d_step(D, ctx)
+        for part in self.parts:
+            part.after_d_step(D, ctx)
+
+
+def compose(base: type[Loss], regularizers: list[type[Regularizer]]) -> type[Loss]:
+    """The Loss class for `BASE+REG+…`: the base's output kind, every part's options."""
+    if not regularizers:
+        return base
+    names = [base.name] + [r.name for r in regularizers]
+    options = dict(base.options)
+    owner = {k: base.name for k in options}
+    for r in regularizers:
+        for key, opt in r.options.items():
+            if key in options:
+                raise UsageError(f"--loss {'+'.join(names)}: {r.name} and {owner[key]} both set "
+                                 f"option {key!r} ({r.name} repeats part of {owner[key]})")
+            options[key], owner[key] = opt, r.name
+    return type("ComposedLoss", (ComposedLoss,), {
+        "name": "+".join(names), "help": " + ".join(c.help or c.name for c in [base, *regularizers]),
+        "output": base.output, "options": options, "base": base,
+        "regularizers": tuple(regularizers),
+        "per_example_d": base.per_example_d or any(r.per_example_d for r in regularizers)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +353,21 @@ class Variant(ABC):
         """The shape the data should be loaded at; by default as stored."""
         return info.shape
 
+    def d_mixes_batch(self, infos: list[DataInfo], options: dict[str, Any]) -> bool:
+        """Whether D mixes the examples of a batch (BatchNorm), which gradient penalties forbid.
+
+        By convention a variant whose D normalisation is the option `d_norm` uses "batch" for
+        BatchNorm; variants with other networks override this.
+        """
+        return options.get("d_norm") == "batch"
+
+    def check_loss(self, loss_cls: type[Loss]) -> None:
+        """Raises UsageError when this variant cannot train with `loss_cls` (called at submit).
+
+        For refusals the output kind (`outputs`) cannot express; by default every loss whose
+        output kind matches is accepted.
+        """
+
     @abstractmethod
     def build(self, infos: list[DataInfo], options: dict[str, Any], device: torch.device) -> Models:
         """Fresh networks and optimizers on `device` for data described by `infos`."""
@@ -292,3 +387,79 @@ class Variant(ABC):
         Variants document the keyword arguments they accept (label, truncation...); gand
         passes only those the user gave.
         """
+
+    def preview(self, models: Models, data: list[DataSource], generator: Optional[torch.Generator],
+                n: int = 64) -> torch.Tensor:
+        """The pictures of the trainer's periodic sample grid; by default n samples.
+
+        `generator` is seeded the same way every time, so grids over time are comparable;
+        `data` is the job's loaded data (translation variants show real images translated).
+        """
+        return self.sample(models, n, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: what a generator learned, computed during training and on demand.
+
+
+@dataclass
+class EvalContext:
+    """What a metric may use for one evaluation: samples, real data, and the protocol asked for."""
+
+    info: DataInfo                  # the job's (first) dataset, as recorded at submit
+    num_samples: int                # generated samples asked for (a metric may fix its own)
+    device: torch.device
+    generate: Callable[[int], torch.Tensor]  # n generated samples (images in [-1, 1]), cached
+    real: Callable[[int], torch.Tensor]      # n real examples; the labelled case drops labels
+    reference: str                  # the reference set, as it will be recorded
+    options: dict[str, Any] = field(default_factory=dict)  # every selected metric's options
+    classifier: Optional[str] = None  # the MNIST classifier file, if the job has one
+    extractor: Optional[str] = None   # the feature extractor asked for (None: the default)
+    warn: Callable[[str], None] = lambda text: None  # becomes a job event (a collapse warning)
+    cache: dict = field(default_factory=dict)  # shared by metrics across one job's evaluations
+
+
+@dataclass(frozen=True)
+class MetricProtocol:
+    """How a value was measured; stored beside it so values are only compared like for like."""
+
+    extractor: Optional[str]
+    num_samples: int
+    reference: str
+
+
+class Metric(ABC):
+    """A measure of a generator: computes named values from an EvalContext.
+
+    Each key it reports declares which way is better in `directions` ("min" or "max"), which
+    `--best-by` uses to pick the best checkpoint; `headline` is the key that `--best-by NAME`
+    means when given the metric's name.
+    """
+
+    name: ClassVar[str]
+    help: ClassVar[str] = ""
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"vector", "image"})
+    directions: ClassVar[dict[str, str]] = {}
+    headline: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+    needs_classifier: ClassVar[bool] = False
+    # True when it compares features from an extractor (InceptionV3 or the MNIST classifier):
+    # left out of a job's default metrics when neither is available.
+    uses_extractor: ClassVar[bool] = False
+
+    def check(self, info: DataInfo, classifier: Optional[str]) -> None:
+        """Raises UsageError when this metric cannot measure a job on `info` (called at submit)."""
+        if info.kind not in self.data_kinds:
+            raise UsageError(f"metric {self.name} takes {one_of(self.data_kinds)} data; "
+                             f"{info.spec} is {info.kind} data")
+        if self.needs_classifier and not classifier:
+            raise UsageError(f"metric {self.name} needs the MNIST classifier: pass "
+                             f"--eval-classifier FILE (gand submit) or --classifier FILE (gand eval)")
+
+    def protocol(self, ctx: EvalContext) -> MetricProtocol:
+        """The protocol of the values `compute` returns for `ctx`."""
+        return MetricProtocol(None, ctx.num_samples, ctx.reference)
+
+    @abstractmethod
+    def compute(self, ctx: EvalContext) -> dict[str, float]:
+        """The metric's values, keyed as in `directions`."""

@@ -25,10 +25,12 @@ def gand_register_variants() -> list:
 
 @hookspec
 def gand_register_losses() -> list:
-    """Register adversarial losses.
+    """Register adversarial losses and the regularisers that join them.
 
     :return: a list of :class:`gand.api.Loss` subclasses, each with a unique ``name`` and an
-        ``output`` kind ("logits" or "critic") that decides which variants it combines with.
+        ``output`` kind ("logits" or "critic") that decides which variants it combines with,
+        and/or :class:`gand.api.Regularizer` subclasses, which users add to a loss as
+        ``--loss LOSS+NAME[+NAME…]``. Names are unique across both kinds.
 
     Result: every plugin's list, flattened. Called once when the plugin manager loads.
     """
@@ -42,4 +44,17 @@ def gand_register_datasets() -> list:
 
     Result: every plugin's list, flattened. Called once when the plugin manager loads. The
     dataset type named ``folder`` also receives specs that are plain paths.
+    """
+
+
+@hookspec
+def gand_register_metrics() -> list:
+    """Register metrics that measure a generator (FID, mode coverage...).
+
+    :return: a list of :class:`gand.api.Metric` subclasses, each with a unique ``name``, the
+        data kinds it measures, and for each value it reports which way is better.
+
+    Result: every plugin's list, flattened. Called once when the plugin manager loads, in the
+    CLI (to validate ``--eval-every``/``--best-by`` and run ``gand eval``) and in each worker
+    (to evaluate a job every ``--eval-every`` steps).
     """

@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Optional
 
-from gand.api import DataInfo, Loss, Variant
+from gand.api import DataInfo, Loss, Regularizer, Variant, compose
 from gand.engine import options as engine_options
 from gand.errors import UsageError, one_of
 from gand.plugins import Registry
+from gand.evaluation import spec as eval_spec
 
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FOLDER = "folder"  # the dataset type that receives plain paths
+
+
+# A registered dataset name (`gand data add NAME SPEC`): a letter, then letters, digits, '_' or
+# '-'; no '/', '.' or ':', so a name can never be mistaken for a path or a `TYPE:ARG` spec.
+DATASET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+# The registered dataset names and their specs, asked for only when a spec is neither a dataset
+# type nor a path; a callable so that this module stays free of the store.
+NamedDatasets = Callable[[], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -26,14 +36,30 @@ class ResolvedData:
     type_name: str
     arg: Optional[str]
     info: DataInfo
+    name: Optional[str] = None  # the registered name the spec was given as, if any
 
 
-def resolve_data(registry: Registry, spec: str) -> ResolvedData:
-    """Turns one `--data` spec (`ring8`, `mnist:DIR`, a folder path) into its DataInfo."""
+def resolve_data(registry: Registry, spec: str,
+                 named: Optional[NamedDatasets] = None) -> ResolvedData:
+    """Turns one `--data` spec (`ring8`, `mnist:DIR`, a path, a registered name) into its DataInfo.
+
+    A registered name resolves to the spec stored for it, so `spec` in the result is what the job
+    will read even if the name is later removed or pointed elsewhere.
+    """
     spec = spec.strip()
     if not spec:
         raise UsageError("--data has an empty dataset spec; expected NAME, NAME:ARG or a path")
     name, sep, arg = spec.partition(":")
+    if (name not in registry.datasets and not sep and named is not None
+            and DATASET_NAME_RE.match(spec)):
+        known = named()
+        if spec in known:
+            # Stored specs are canonical TYPE:ARG specs: resolved without names, so no loops.
+            return replace(resolve_data(registry, known[spec]), name=spec)
+        names = (f"registered names: {one_of(known)} (`gand data list`)" if known
+                 else "no registered names (`gand data add`)")
+        raise UsageError(f"unknown dataset {spec!r}; dataset types: {one_of(registry.datasets)}; "
+                         f"{names}; or a folder path")
     if name in registry.datasets:
         dtype = registry.dataset_type(name)
         arg_or_none = arg if sep else None
@@ -74,11 +100,17 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
                  steps: int = 1000, batch_size: Optional[int] = None, lr: Optional[float] = None,
                  sets: Optional[list[str]] = None, seed: Optional[int] = None,
                  device: str = "auto", queue: str = "gand", checkpoint_every: Optional[int] = None,
-                 sample_every: Optional[int] = None) -> dict[str, Any]:
-    """Checks every submit option and returns the job config that workers will run."""
+                 sample_every: Optional[int] = None,
+                 named: Optional[NamedDatasets] = None,
+                 evaluation: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Checks every submit option and returns the job config that workers will run.
+
+    `evaluation` holds the keyword arguments of gand.evaluation.spec.eval_config (every,
+    metrics, best_by, classifier, num_samples, sets).
+    """
     v: Variant = registry.variant(variant)
-    loss_name = loss or v.default_loss
-    loss_cls: type[Loss] = registry.loss_class(loss_name)
+    loss_cls: type[Loss] = loss_class(registry, loss or v.default_loss)
+    loss_name = loss_cls.name
     if loss_cls.output not in v.outputs:
         raise UsageError(f"loss {loss_name} needs a discriminator that outputs {loss_cls.output}; "
                          f"variant {variant} outputs {one_of(v.outputs)}")
@@ -103,16 +135,18 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
             given[key] = value
     opts = engine_options.resolve(v, loss_cls, given)
 
-    resolved = [resolve_data(registry, s) for s in data.split(",")]
+    resolved = [resolve_data(registry, s, named) for s in data.split(",")]
     infos = [r.info for r in resolved]
     v.check_data(infos, opts)
+    check_combination(v, loss_cls, infos, opts)
     shapes = [list(v.data_shape(i, opts)) for i in infos]
 
     return {
         "variant": variant,
         "loss": loss_name,
-        "data": [{"spec": r.spec, "type": r.type_name, "arg": r.arg, "info": asdict(r.info),
-                  "shape": shape} for r, shape in zip(resolved, shapes)],
+        # `spec` is what was resolved (a registered name's stored spec); `name` the name given.
+        "data": [{"spec": r.spec, "name": r.name, "type": r.type_name, "arg": r.arg,
+                  "info": asdict(r.info), "shape": shape} for r, shape in zip(resolved, shapes)],
         "steps": steps,
         "options": opts,
         # A seed is always recorded, so a resumed or re-run job draws the same numbers.
@@ -121,7 +155,51 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
         "queue": queue,
         "checkpoint_every": checkpoint_every if checkpoint_every is not None else max(1, min(500, steps)),
         "sample_every": sample_every if sample_every is not None else max(1, min(500, steps)),
+        # None unless --eval-every: then metrics, best-by and classifier, checked here.
+        "eval": eval_spec.eval_config(registry, infos[0], **(evaluation or {})),
     }
+
+
+def loss_class(registry: Registry, spec: str) -> type[Loss]:
+    """The Loss class a `--loss` spec names: `BASE` or `BASE+REG[+REG…]` (e.g. hinge+r1)."""
+    parts = [p.strip() for p in spec.split("+")]
+    if not all(parts):
+        raise UsageError(f"--loss {spec!r} has an empty part; expected LOSS or LOSS+REGULARISER[+…]")
+    classes = [registry.loss_class(p) for p in parts]
+    regs_installed = sorted(n for n, c in registry.losses.items() if issubclass(c, Regularizer))
+    base, regs = classes[0], classes[1:]
+    if issubclass(base, Regularizer):
+        raise UsageError(f"--loss {spec}: {base.name} is a regulariser, not a loss; put it after "
+                         f"one, e.g. --loss wasserstein+{base.name}")
+    for r in regs:
+        if not issubclass(r, Regularizer):
+            raise UsageError(f"--loss {spec}: {r.name} is a loss; give one loss, then regularisers "
+                             f"({one_of(regs_installed)})")
+        if parts.count(r.name) > 1:
+            raise UsageError(f"--loss {spec}: {r.name} is given twice")
+        clash = sorted(r.conflicts & set(parts))
+        if clash:
+            raise UsageError(f"--loss {spec}: {r.name} cannot be combined with {clash[0]}")
+        if base.output not in r.outputs:
+            raise UsageError(f"--loss {spec}: {r.name} suits losses on {one_of(r.outputs)}; "
+                             f"{base.name} is computed from {base.output}")
+    return compose(base, regs)
+
+
+def check_combination(v: Variant, loss_cls: type[Loss], infos: list[DataInfo],
+                      opts: dict[str, Any]) -> None:
+    """Refuses a loss (with its regularisers) or option that this variant's D cannot support."""
+    v.check_loss(loss_cls)
+    if loss_cls.per_example_d and v.d_mixes_batch(infos, opts):
+        raise UsageError(f"--loss {loss_cls.name} penalises D's gradient example by example, but "
+                         f"variant {v.name}'s D uses BatchNorm; use --set d_norm=instance or none")
+    if opts.get("ada"):
+        if not getattr(v, "supports_ada", False):
+            raise UsageError(f"--set ada=true: variant {v.name} does not support adaptive "
+                             f"discriminator augmentation")
+        bad = [i.spec for i in infos if i.kind != "image"]
+        if bad:
+            raise UsageError(f"--set ada=true augments images; {bad[0]} is vector data")
 
 
 def data_infos(config: dict[str, Any]) -> list[DataInfo]:
@@ -132,3 +210,20 @@ def data_infos(config: dict[str, Any]) -> list[DataInfo]:
         info["shape"] = tuple(info["shape"])
         out.append(DataInfo(**info))
     return out
+
+
+ON_DIVERGE = ("fail", "rollback")
+
+
+def reliability_options(*, max_recoveries: int = 3, keep_checkpoints: int = 5,
+                        on_diverge: str = "fail") -> dict[str, Any]:
+    """Checks the submit options about faults; returns them as job config entries."""
+    if not 0 <= max_recoveries <= 100:
+        raise UsageError(f"--max-recoveries {max_recoveries} is invalid; expected 0 to 100")
+    if not 0 <= keep_checkpoints <= 10_000:
+        raise UsageError(f"--keep-checkpoints {keep_checkpoints} is invalid; expected 0 (keep all) "
+                         f"to 10000")
+    if on_diverge not in ON_DIVERGE:
+        raise UsageError(f"--on-diverge {on_diverge!r} is invalid; expected {one_of(ON_DIVERGE)}")
+    return {"max_recoveries": max_recoveries, "keep_checkpoints": keep_checkpoints,
+            "on_diverge": on_diverge}

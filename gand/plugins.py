@@ -33,7 +33,12 @@ class PluginInfo:
 
 
 KINDS = {"variants": "gand_register_variants", "losses": "gand_register_losses",
-         "datasets": "gand_register_datasets"}
+         "datasets": "gand_register_datasets", "metrics": "gand_register_metrics"}
+
+
+def _one(kind: str) -> str:
+    """The singular of a KINDS key, for messages ("losses" -> "loss")."""
+    return kind[:-2] if kind.endswith("sses") else kind[:-1]
 
 
 class Registry:
@@ -45,6 +50,7 @@ class Registry:
         self.variants: dict[str, type] = {}
         self.losses: dict[str, type] = {}
         self.datasets: dict[str, type] = {}
+        self.metrics: dict[str, type] = {}
         self._index()
 
     def _index(self) -> None:
@@ -57,10 +63,10 @@ class Registry:
                 for cls in impl.function() or []:
                     name = getattr(cls, "name", None)
                     if not isinstance(name, str) or not name:
-                        raise PluginError(f"plugin {plugin_name} registered {kind[:-1]} {cls!r} "
+                        raise PluginError(f"plugin {plugin_name} registered {_one(kind)} {cls!r} "
                                           f"without a name")
                     if name in table:
-                        raise PluginError(f"{kind[:-1]} {name!r} is registered by both "
+                        raise PluginError(f"{_one(kind)} {name!r} is registered by both "
                                           f"{owners[(kind, name)]} and {plugin_name}")
                     table[name] = cls
                     owners[(kind, name)] = plugin_name

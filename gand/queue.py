@@ -6,12 +6,15 @@ one machine needs no server and runs the very same code path.
 """
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Optional
+from urllib.parse import parse_qsl, urlsplit
 
 from celery import Celery
 
 from gand import settings as settings_mod
-from gand.errors import BrokerUnavailable
+from gand.errors import BrokerUnavailable, UsageError
 
 TASK = "gand.run_job"
 DEFAULT_QUEUE = "gand"
@@ -33,6 +36,33 @@ def transport_options(s: settings_mod.Settings) -> dict:
     return {"visibility_timeout": VISIBILITY_TIMEOUT}
 
 
+SSL_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def ssl_options(url: str) -> Optional[dict]:
+    """TLS settings for a rediss:// broker URL (None for any other URL).
+
+    The server certificate is verified unless the URL says otherwise:
+    `rediss://:PASSWORD@host:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem`.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query))
+    reqs = query.get("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    if reqs not in SSL_REQS:
+        raise UsageError(f"broker URL: ssl_cert_reqs={query['ssl_cert_reqs']!r} is invalid; "
+                         f"expected required, optional or none")
+    out: dict = {"ssl_cert_reqs": SSL_REQS[reqs]}
+    for key in SSL_FILES:
+        if query.get(key):
+            if not Path(query[key]).is_file():
+                raise UsageError(f"broker URL: {key}={query[key]!r} is not a readable file")
+            out[key] = query[key]
+    return out
+
+
 def make_app(s: Optional[settings_mod.Settings] = None) -> Celery:
     s = s or settings_mod.load()
     app = Celery("gand", broker=s.broker_url, set_as_current=True)
@@ -46,6 +76,7 @@ def make_app(s: Optional[settings_mod.Settings] = None) -> Celery:
         worker_prefetch_multiplier=1,  # a worker holds at most the one job it is running
         task_default_queue=DEFAULT_QUEUE,
         broker_transport_options=transport_options(s),
+        broker_use_ssl=ssl_options(s.broker_url),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         worker_hijack_root_logger=False,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from gand.errors import UsageError
 
-KEYS = ("home", "broker_url", "database_url", "plugins")
+KEYS = ("home", "broker_url", "database_url", "plugins", "inception_weights")
 ENV = {"home": "GAND_HOME", "broker_url": "GAND_BROKER_URL",
-       "database_url": "GAND_DATABASE_URL", "plugins": "GAND_PLUGINS"}
+       "database_url": "GAND_DATABASE_URL", "plugins": "GAND_PLUGINS",
+       "inception_weights": "GAND_INCEPTION_WEIGHTS"}  # a local file: FID never downloads
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,68 @@ def gand_factory(tmp_path):
 def gand(gand_factory) -> Gand:
     """The embedded default: filesystem broker and SQLite under GAND_HOME."""
     return gand_factory()
+
+
+class InProcessGand:
+    """The real `gand` entry point called in this process (no interpreter start-up per command)
+    against the same GAND_HOME as a `Gand`, whose real workers can then run what it submits."""
+
+    def __init__(self, gand: Gand, capsys):
+        self.gand = gand
+        self.home = gand.home
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        """Runs `gand ARGS`; returns (exit code, stdout, stderr)."""
+        from gand.cli.main import main
+
+        self.capsys.readouterr()
+        try:
+            main(list(args))
+            rc = 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        out = self.capsys.readouterr()
+        return rc, out.out, out.err
+
+    def ok(self, *args: str) -> str:
+        rc, out, err = self(*args)
+        assert rc == 0, f"gand {' '.join(args)} exited {rc}: {err}"
+        return out
+
+    def json(self, *args: str):
+        return json.loads(self.ok(*args, "--json"))
+
+    def rows(self) -> dict[str, int]:
+        from gand.cli import context
+
+        return context.store().count_rows()
+
+
+def _forget_cli_caches() -> None:
+    from gand.cli import context
+
+    if context.store.cache_info().currsize:
+        context.store().close()
+    context.store.cache_clear()
+    context.settings.cache_clear()
+
+
+@pytest.fixture
+def gand_inprocess(gand, monkeypatch, capsys) -> InProcessGand:
+    """`gand` commands run in-process with the `gand` fixture's environment and home."""
+    for key in [k for k in os.environ if k.startswith("GAND_")]:
+        monkeypatch.delenv(key)
+    for key, value in gand.env.items():
+        if key.startswith("GAND_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(gand.home)
+    # Process-wide caches made from another test's settings: the Celery app (its broker), the
+    # plugin registry (its allowlist) and the CLI's store and settings.
+    from gand import plugins, queue
+
+    monkeypatch.setattr(queue, "_app", None)
+    monkeypatch.setattr(plugins, "_cached", None)
+    _forget_cli_caches()
+    yield InProcessGand(gand, capsys)
+    _forget_cli_caches()

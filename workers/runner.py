@@ -17,12 +17,18 @@ from typing import Optional
 
 from gand import queue, settings as settings_mod
 from gand.engine import checkpoint as ckpt
+from gand.evaluation import run as evaluation
 from gand.engine.trainer import Diverged, Hooks, Outcome, Run, train
 from gand.errors import CheckpointError, GandError, NotFound, TransitionRejected
 from gand.plugins import Registry
 from gand.store import ACTIVE, JobStatus, Store
 
 log = logging.getLogger("gand.worker")
+
+
+DEFAULT_KEEP_CHECKPOINTS = 5  # --keep-checkpoints: the newest K are kept, plus the best
+MAX_ROLLBACKS = 3             # --on-diverge rollback: restores before the job fails
+ROLLBACK_LR_FACTOR = 0.5      # each rollback halves the learning rates again
 
 
 def lease_seconds() -> float:
@@ -83,10 +89,16 @@ def _train(ctx: WorkerContext, job) -> Outcome:
     run_dir = ctx.settings.run_dir(job.id)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    _check_allowed(ctx, config)
     run = Run.build(config, ctx.registry)
     start = _restore_latest(ctx, job.id, run)
     if start >= job.total_steps:
         return Outcome("completed", start)
+    keep = int(config.get("keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS))
+
+    def on_checkpoint(step: int, path: Path, n: int, sha: str) -> None:
+        ctx.store.add_checkpoint(job.id, step, str(path), n, sha)
+        prune_checkpoints(ctx.store, job.id, keep)
 
     def tick(step: int) -> Optional[str]:
         status = ctx.store.heartbeat(job.id, ctx.name, lease_seconds(), step)
@@ -101,10 +113,58 @@ def _train(ctx: WorkerContext, job) -> Outcome:
     hooks = Hooks(
         tick=tick,
         report=lambda rows, step: ctx.store.add_metrics(job.id, rows, step),
-        checkpoint=lambda step, path, n, sha: ctx.store.add_checkpoint(job.id, step, str(path), n, sha),
+        checkpoint=on_checkpoint,
         artifact=lambda kind, path, step: ctx.store.add_artifact(job.id, kind, str(path), step),
+        # Metrics every --eval-every steps: values, best checkpoint, collapse warnings (events).
+        evaluate=evaluation.periodic(ctx.store, job, lambda: run, ctx.registry, ctx.name, log),
     )
-    return train(run, run_dir, hooks, start)
+    rollbacks = 0
+    while True:
+        try:
+            return train(run, run_dir, hooks, start)
+        except Diverged as e:
+            if config.get("on_diverge", "fail") != "rollback" or rollbacks >= MAX_ROLLBACKS:
+                if rollbacks:
+                    raise GandError(f"{e}; gave up after {rollbacks} rollbacks") from None
+                raise
+            rollbacks += 1
+            run, start = _rollback(ctx, job, config, e, rollbacks)
+
+
+def _rollback(ctx: WorkerContext, job, config: dict, e: Diverged, n: int) -> tuple[Run, int]:
+    """A fresh Run from the latest valid checkpoint with its learning rates halved."""
+    run = Run.build(config, ctx.registry)
+    start = _restore_latest(ctx, job.id, run)
+    factor = ROLLBACK_LR_FACTOR ** n
+    for opt in run.models.optimizers.values():
+        for group in opt.param_groups:
+            # From the checkpoint's rate, so n rollbacks to one checkpoint give factor**n.
+            group["lr"] *= factor
+    ctx.store.note(job.id, f"{e}; rollback {n} of {MAX_ROLLBACKS}: restored step {start} with "
+                           f"learning rate ×{factor:g}", worker=ctx.name)
+    log.warning("job %s: %s; rolled back to step %d (lr ×%g)", job.id, e, start, factor)
+    return run, start
+
+
+def _check_allowed(ctx: WorkerContext, config: dict) -> None:
+    """Refuses a job that needs a plugin this worker's GAND_PLUGINS allowlist leaves out."""
+    allow = ctx.settings.plugins
+    if allow and config["variant"] not in ctx.registry.variants:
+        raise GandError(f"variant {config['variant']!r} is not available on worker {ctx.name}: "
+                        f"GAND_PLUGINS allows only {', '.join(allow)}")
+
+
+def prune_checkpoints(store: Store, job_id: str, keep: int) -> None:
+    """Deletes all but the newest `keep` checkpoints (0: keep all), never the best one."""
+    if keep <= 0:
+        return
+    cps = sorted(store.checkpoints(job_id), key=lambda c: (c.step, c.id))
+    for c in cps[:-keep]:
+        if c.is_best:
+            continue
+        # Row first: a crash in between leaves a stray file, never a row without its file.
+        store.delete_checkpoint(c.id)
+        Path(c.path).unlink(missing_ok=True)
 
 
 def _restore_latest(ctx: WorkerContext, job_id: str, run: Run) -> int:
@@ -114,6 +174,7 @@ def _restore_latest(ctx: WorkerContext, job_id: str, run: Run) -> int:
             state = ckpt.load(Path(c.path), c.sha256, map_location=run.device)
         except CheckpointError as e:
             log.warning("job %s: skipping checkpoint at step %d: %s", job_id, c.step, e)
+            ctx.store.note(job_id, f"skipped checkpoint at step {c.step}: {e}", worker=ctx.name)
             continue
         step = run.restore(state)
         log.info("job %s: resumed from step %d", job_id, step)

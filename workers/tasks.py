@@ -6,6 +6,7 @@ import threading
 from typing import Optional
 
 from celery import signals
+from celery.exceptions import Reject
 
 from gand import plugins, queue, settings as settings_mod
 from gand.store import Store
@@ -41,4 +42,8 @@ def run_job_task(self, job_id: str) -> str:
     if not isinstance(job_id, str):
         log.warning("dropping malformed message %r", job_id)
         return "dropped"
+    if STOPPING.is_set():
+        # A message that arrives during a warm shutdown (often the job this worker just handed
+        # back) goes back to the broker for another worker, instead of being run for a second.
+        raise Reject("worker is shutting down", requeue=True)
     return run_job(context(self.request.hostname), job_id)

@@ -22,6 +22,8 @@ from gand import queue
 
 log = logging.getLogger("gand.worker")
 
+REAP_SECONDS = 5.0  # at most this long between two reaper passes of one worker
+
 
 class BurstMonitor(threading.Thread):
     """Stops the worker once it is idle and its queues have stayed empty for a moment."""
@@ -36,7 +38,10 @@ class BurstMonitor(threading.Thread):
         while True:
             time.sleep(self.interval)
             busy = bool(worker_state.active_requests or worker_state.reserved_requests)
-            waiting = 0 if busy else sum(queue.queue_length(q) for q in self.queues)
+            try:
+                waiting = 0 if busy else sum(queue.queue_length(q) for q in self.queues)
+            except Exception:  # the broker is restarting: not known to be empty, so not idle
+                waiting = 1
             idle = idle + 1 if not busy and not waiting else 0
             if idle >= self.checks:
                 log.info("burst: queues %s are empty; stopping", ",".join(self.queues))
@@ -55,13 +60,27 @@ def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: 
     signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
     if burst:
         BurstMonitor(queues, ready).start()
+    hostname = f"gand-{os.getpid()}@{socket.gethostname()}"
+    start_reaper(hostname)
     worker = celery.Worker(
-        hostname=f"gand-{os.getpid()}@{socket.gethostname()}",
+        hostname=hostname,
         queues=queues, pool="solo", concurrency=1, loglevel=loglevel, quiet=True,
         without_gossip=True, without_mingle=True, optimization="fair",
     )
     worker.start()
     return worker.exitcode or 0
+
+
+def start_reaper(name: str) -> None:
+    """Every worker also recovers jobs whose worker died: once now, then every few seconds."""
+    from gand import settings
+    from gand.store import Store
+    from gand_workers.reaper import ReaperThread
+    from gand_workers.runner import lease_seconds
+
+    # Half a lease: a dead worker's job is back in the queue within 1.5 leases of its death.
+    interval = max(0.5, min(REAP_SECONDS, lease_seconds() / 2))
+    ReaperThread(lambda: Store(settings.load().database_url), name, interval).start()
 
 
 def supervise(queues: list[str], n: int, burst: bool, loglevel: str) -> int:

@@ -8,8 +8,9 @@ import typer
 
 from gand import queue
 from gand.cli.context import print_json, registry, short, store
+from gand.cli.data import named_datasets
 from gand.errors import BrokerUnavailable, StateError, UsageError
-from gand.jobspec import build_config
+from gand.jobspec import build_config, parse_sets, reliability_options
 from gand.store import ACTIVE, TERMINAL, JobStatus, parse_status
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -30,6 +31,18 @@ def submit(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="checkpoint every N steps")] = None,
     sample_every: Annotated[Optional[int], typer.Option(help="sample grid every N steps")] = None,
     name: Annotated[Optional[str], typer.Option(help="a label for the job")] = None,
+    max_recoveries: Annotated[int, typer.Option(help="requeues after a worker dies before the job fails")] = 3,
+    keep_checkpoints: Annotated[int, typer.Option(help="newest checkpoints kept, plus the best (0: all)")] = 5,
+    on_diverge: Annotated[str, typer.Option(help="on NaN/Inf: fail, or rollback to the last checkpoint "
+                                                 "with half the learning rate (at most 3 times)")] = "fail",
+    eval_every: Annotated[Optional[int], typer.Option(help="run metrics every N steps (and at the end)")] = None,
+    eval_metric: Annotated[Optional[list[str]], typer.Option(help="metric to run (repeatable; default: "
+                                                                  "all that suit the data)")] = None,
+    best_by: Annotated[Optional[str], typer.Option(help="mark the best checkpoint by this metric or value")] = None,
+    eval_classifier: Annotated[Optional[str], typer.Option(help="MNIST classifier file for FID and "
+                                                                "class coverage")] = None,
+    eval_n: Annotated[Optional[int], typer.Option(help="generated samples per evaluation")] = None,
+    eval_set: Annotated[Optional[list[str]], typer.Option(help="metric option key=value")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="then follow it until it ends")] = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -39,7 +52,12 @@ def submit(
     config = build_config(registry(), variant=variant, data=data, loss=loss, steps=steps,
                           batch_size=batch_size, lr=lr, sets=set_ or [], seed=seed, device=device,
                           queue=queue_name, checkpoint_every=checkpoint_every,
-                          sample_every=sample_every)
+                          sample_every=sample_every, named=named_datasets,
+                          evaluation=dict(every=eval_every, metrics=eval_metric, best_by=best_by,
+                                          classifier=eval_classifier, num_samples=eval_n,
+                                          sets=parse_sets(eval_set or [])))
+    config.update(reliability_options(max_recoveries=max_recoveries,
+                                      keep_checkpoints=keep_checkpoints, on_diverge=on_diverge))
     queue.check_broker()  # before writing anything: no job is left behind for a dead broker
     s = store()
     job = s.create_job(variant=variant, loss=config["loss"], data=[d["spec"] for d in config["data"]],
@@ -88,6 +106,7 @@ def show_data(job_id: str) -> dict:
     data["checkpoints"] = [c.to_json() for c in s.checkpoints(job.id)]
     data["artifacts"] = [a.to_json() for a in s.artifacts(job.id)]
     data["events"] = [e.to_json() for e in s.events(job.id)]
+    data["evaluations"] = [e.to_json() for e in s.evaluations(job.id)]
     return data
 
 
@@ -105,10 +124,16 @@ def show(job: Annotated[str, typer.Argument(help="job id or unique prefix")], js
     if d["metrics"]:
         typer.echo("metrics  " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(d["metrics"].items())))
     for c in d["checkpoints"]:
-        typer.echo(f"checkpoint step {c['step']:>7}  {c['bytes']:>10} B  {c['path']}")
+        typer.echo(f"checkpoint step {c['step']:>7}  {c['bytes']:>10} B  {c['path']}"
+                   + ("  (best)" if c.get("is_best") else ""))
     samples = [a for a in d["artifacts"] if a["kind"] == "samples"]
     for a in d["artifacts"][-5:] if len(samples) > 5 else d["artifacts"]:
         typer.echo(f"artifact {a['kind']:8} step {a['step']}  {a['path']}")
+    if d["evaluations"]:
+        from gand.evaluation.report import latest_lines
+
+        for line in latest_lines(d["evaluations"]):
+            typer.echo(f"eval     {line}")
     for e in d["events"]:
         typer.echo(f"event    {e['time']}  {e['from_status'] or '-'} → {e['to_status']}"
                    f"  {e['worker'] or ''}  {e['reason'] or ''}")

@@ -49,6 +49,9 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best or a step")] = "latest",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    label: Annotated[Optional[int], typer.Option(help="class to draw (conditional variants)")] = None,
+    truncation: Annotated[Optional[float], typer.Option(
+        help="truncation psi: styles pulled toward the mean style (stylegan; 1 = off)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Draw samples from a job's generator."""
@@ -62,7 +65,24 @@ def generate(
     j, run, step = load_run(job, checkpoint, device)
     g = torch.Generator(device=run.device)
     g.manual_seed(seed if seed is not None else torch.seed() % 2**63)
-    x = run.variant.sample(run.models, n, generator=g).cpu()
+    kwargs = {}
+    if label is not None:
+        # Only conditional variants take a label; it must be one of the classes trained on.
+        classes = int(run.models.extras.get("num_classes") or 0)
+        if not run.variant.needs_labels:
+            raise UsageError(f"--label {label}: variant {run.variant.name} is not conditional")
+        if not 0 <= label < classes:
+            raise UsageError(f"--label {label} is invalid; expected 0 to {classes - 1}")
+        kwargs["label"] = label
+    if truncation is not None:
+        # Only variants whose sample() names a `truncation` parameter have a mean style.
+        import inspect
+
+        if "truncation" not in inspect.signature(run.variant.sample).parameters:
+            raise UsageError(f"--truncation {truncation}: variant {run.variant.name} has no "
+                             f"truncation trick (stylegan has)")
+        kwargs["truncation"] = truncation
+    x = run.variant.sample(run.models, n, generator=g, **kwargs).cpu()
     if x.dim() == 2:
         if out.suffix != ".npy":
             raise UsageError(f"--out {out}: vector samples are written as .npy; use a path ending in .npy")

@@ -68,12 +68,22 @@ def metrics(
     job: Annotated[str, typer.Argument(help="job id or unique prefix")],
     json_: Annotated[bool, typer.Option("--json", help="every row as JSON")] = False,
     csv_: Annotated[bool, typer.Option("--csv", help="one row per step, one column per key")] = False,
+    plot: Annotated[str, typer.Option("--plot", help="write loss and evaluation curves to this PNG")] = "",
 ) -> None:
-    """The metrics a job recorded, step by step."""
+    """The metrics a job recorded, step by step (or as curves, with --plot)."""
     if json_ and csv_:
         raise UsageError("--json and --csv are exclusive; pick one")
     s = store()
     j = s.find_job(job)
+    if plot:
+        from gand.evaluation.plots import plot_job
+
+        made = plot_job(s, j, plot)
+        if json_:
+            print_json(made)
+        else:
+            typer.echo(f"plot: {made['plot']}")
+        return
     rows = s.metrics(j.id)
     if json_:
         print_json([{"step": m.step, "key": m.key, "value": m.value, "time": m.time.isoformat()}

@@ -14,11 +14,15 @@ import torch
 from torch import nn
 
 from gand.api import DataInfo, Loss, Models, StepContext, Variant
+from gand.engine import augment
 from gand.engine import options as engine_options
 
 
 class AdversarialVariant(Variant):
     """A Variant whose subclasses provide `networks()`; conditional ones set needs_labels."""
+
+    # `--set ada=true` works with every variant whose step is (or calls) this class's train_step.
+    supports_ada: bool = True
 
     @abstractmethod
     def networks(self, info: DataInfo, options: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
@@ -41,6 +45,8 @@ class AdversarialVariant(Variant):
         opts = {"G": engine_options.optimizer(G.parameters(), options, "g"),
                 "D": engine_options.optimizer(D.parameters(), options, "d")}
         extras = {"num_classes": infos[0].num_classes or 0, "nz": int(options["nz"])}
+        if options.get("ada"):
+            extras["ada_p"] = 0.0  # in extras, so a checkpoint carries it across a resume
         return Models(nets, opts, extras)
 
     # -- one generator update ---------------------------------------------------------------
@@ -63,6 +69,7 @@ class AdversarialVariant(Variant):
         opt_g, opt_d = models.optimizers["G"], models.optimizers["D"]
         bs, opts, dev = ctx.batch_size, ctx.options, ctx.device
         report: dict[str, torch.Tensor] = {}
+        ada_p = float(models.extras.get("ada_p", 0.0))
 
         # 1. Discriminator: d_steps updates, each on a fresh real batch and fresh fakes.
         D.requires_grad_(True)
@@ -75,8 +82,9 @@ class AdversarialVariant(Variant):
                 fake = self.generate_from(G, self.latent(models, bs, dev), y).float()
 
             def d_call(x, _y=y):
+                # With ADA every input of D (real, fake, interpolated) is augmented alike.
                 with ctx.autocast():
-                    return self.discriminate(D, x, _y)
+                    return self.discriminate(D, augment.augment(x, ada_p), _y)
 
             d_loss, extra = loss.d_loss(d_call, real.x, fake, ctx)
             opt_d.zero_grad(set_to_none=True)
@@ -85,6 +93,13 @@ class AdversarialVariant(Variant):
             loss.after_d_step(D, ctx)
         report["d_loss"] = d_loss.detach()
         report.update({k: v.detach() for k, v in extra.items()})
+        if "ada_p" in models.extras:
+            # ADA: every few steps, move p toward the overfitting target (D's sign on reals).
+            if ctx.step % augment.ADA_INTERVAL == 0:
+                with torch.no_grad():
+                    scores = d_call(real.x)
+                models.extras["ada_p"] = augment.adjust(ada_p, scores, opts, bs)
+            report["ada_p"] = torch.tensor(models.extras["ada_p"], device=dev)
 
         # 2. Generator: one update through a frozen D (no wasted gradients for D's weights).
         D.requires_grad_(False)
@@ -94,7 +109,7 @@ class AdversarialVariant(Variant):
 
         def d_fake(x, _y=y_fake):
             with ctx.autocast():
-                return self.discriminate(D, x, _y)
+                return self.discriminate(D, augment.augment(x, ada_p), _y)
 
         g_loss, extra = loss.g_loss(d_fake, fake, real.x, ctx)
         opt_g.zero_grad(set_to_none=True)

@@ -19,9 +19,10 @@ import torch
 from gand import __version__
 from gand.api import DataSource, Loss, Models, StepContext, Variant
 from gand.engine import checkpoint as ckpt
+from gand.engine import faults
 from gand.engine import samples
 from gand.errors import UsageError
-from gand.jobspec import data_infos
+from gand.jobspec import data_infos, loss_class
 from gand.plugins import Registry
 
 SAMPLE_COUNT = 64      # images in a fixed-noise grid
@@ -47,6 +48,8 @@ class Hooks:
     report: Callable[[list[tuple[int, str, float]], int], None] = lambda rows, step: None
     checkpoint: Callable[[int, Path, int, str], None] = lambda step, path, n, sha: None
     artifact: Callable[[str, Path, int], None] = lambda kind, path, step: None
+    # Called with the step after that step's checkpoint, every `eval.every` steps and at the end.
+    evaluate: Callable[[int], None] = lambda step: None
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Run:
               load_data: bool = True) -> "Run":
         dev = pick_device(device or config["device"])
         variant = registry.variant(config["variant"])
-        loss = registry.loss_class(config["loss"])(config["options"])
+        loss = loss_class(registry, config["loss"])(config["options"])
         infos = data_infos(config)
         seed_everything(config["seed"])
         models = variant.build(infos, config["options"], dev)
@@ -123,7 +126,7 @@ class Run:
     def fixed_samples(self, n: int = SAMPLE_COUNT) -> torch.Tensor:
         # The same noise every time (seeded from the job), so grids over time are comparable.
         g = torch.Generator(device=self.device).manual_seed(self.config["seed"])
-        return self.variant.sample(self.models, n, generator=g)
+        return self.variant.preview(self.models, self.data, g, n)
 
 
 def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome:
@@ -131,6 +134,7 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
     cfg = run.config
     total, bs = cfg["steps"], cfg["options"]["batch_size"]
     ckpt_every, sample_every = cfg["checkpoint_every"], cfg["sample_every"]
+    eval_every = (cfg.get("eval") or {}).get("every", 0)
     pending: list[tuple[int, dict[str, torch.Tensor]]] = []
     last_flush = last_tick = time.monotonic()
     flushed_step = start_step
@@ -155,6 +159,10 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
         hooks.report(rows, step)
 
     def save_checkpoint() -> None:
+        # Never save poisoned weights: a rollback or resume must find a healthy checkpoint.
+        bad = faults.non_finite_weight(run.models)
+        if bad:
+            raise Diverged(step, bad)
         path = run_dir / "checkpoints" / ckpt.file_name(step)
         nbytes, digest = ckpt.save(path, run.state(step))
         hooks.checkpoint(step, path, nbytes, digest)
@@ -171,15 +179,20 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
     while step < total:
         step += 1
         # 1. One generator update with its discriminator updates (the variant's step).
-        pending.append((step, run.variant.train_step(run.models, run.loss, run.context(step))))
+        losses = run.variant.train_step(run.models, run.loss, run.context(step))
+        pending.append((step, faults.inject(run.models, step, losses)))
         now = time.monotonic()
         # 2. Report metrics in batches; a non-finite loss surfaces here as Diverged.
         if now - last_flush >= FLUSH_SECONDS or step == total:
             flush()
-        # 3. Checkpoint and sample grid on their schedules, and always at the end.
-        if step == total or (ckpt_every and step % ckpt_every == 0):
+        # 3. Checkpoint and sample grid on their schedules, and always at the end. An evaluated
+        #    step is checkpointed too, so that --best-by can point `generate` at it.
+        eval_now = bool(eval_every) and (step == total or step % eval_every == 0)
+        if step == total or (ckpt_every and step % ckpt_every == 0) or eval_now:
             flush()
             save_checkpoint()
+        if eval_now:
+            hooks.evaluate(step)
         if step == total or (sample_every and step % sample_every == 0):
             save_samples()
         # 4. Lease renewal and stop requests (cancel, shutdown), about once a second.

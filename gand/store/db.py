@@ -109,13 +109,15 @@ class Store:
     @retry_locked
     def transition(self, job_id: str, expected: JobStatus | Iterable[JobStatus], to: JobStatus,
                    *, worker: str | None = None, reason: str | None = None,
-                   **fields: Any) -> Job:
+                   expired_before: datetime | None = None, **fields: Any) -> Job:
         """Moves a job from one of `expected` to `to`, or raises TransitionRejected.
 
         `worker` names who made the move (recorded in the event) and becomes the job's worker
         when it enters running. Leaving running/cancelling releases the worker and its lease
         unless `fields` set them. `fields` may set: step, error, worker, lease_expires_at,
-        recoveries, total_steps, config.
+        recoveries, total_steps, config. With `expired_before`, the move also requires the
+        job's lease to have run out before that time, so a reaper never takes a job whose
+        worker renewed its lease after the reaper looked.
         """
         allowed = _as_set(expected)
         check_transition(allowed, to)
@@ -135,9 +137,14 @@ class Store:
                 values = _transition_values(seen, to, now, worker, fields)
                 # The compare-and-set. It compares with the status just read, not with all of
                 # `expected`, so that the event's from_status is exactly what was replaced.
-                result = s.execute(update(Job).where(Job.id == job_id, Job.status == seen)
-                                   .values(**values)
+                where = [Job.id == job_id, Job.status == seen]
+                if expired_before is not None:
+                    where.append(Job.lease_expires_at < expired_before)
+                result = s.execute(update(Job).where(*where).values(**values)
                                    .execution_options(synchronize_session=False))
+                if result.rowcount != 1 and expired_before is not None and s.scalar(
+                        select(Job.status).where(Job.id == job_id)) == seen:
+                    raise TransitionRejected(f"job {job_id}: its lease was renewed")
                 if result.rowcount == 1:
                     s.add(Event(job_id=job_id, time=now, from_status=seen, to_status=to,
                                 worker=worker, reason=reason))
