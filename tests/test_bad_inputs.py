@@ -137,7 +137,7 @@ CASES = [
     (["generate", A, "--n", "0"], "--n 0 is invalid"),
     (["generate", A, "--n", "many"], "--n"),
     (["generate", "abc123"], "is ambiguous"),
-    # worker, plugins, config, reap
+    # worker, workers, plugins, config, reap
     (["worker", "--concurrency", "0"], "--concurrency 0 is invalid"),
     (["worker", "--concurrency", "two"], "--concurrency"),
     (["worker", "--queues", ","], "--queues ',' is invalid"),
@@ -146,6 +146,8 @@ CASES = [
     (["plugins", "--verbose"], "No such option: --verbose"),
     (["config", "--json", "x"], "unexpected extra argument"),
     (["reap", "now"], "unexpected extra argument"),
+    (["workers", "--timeout", "0"], "--timeout 0.0 is invalid"),
+    (["workers", "--timeout", "soon"], "--timeout"),
     (["nosuchcommand"], "No such command 'nosuchcommand'"),
 ]
 

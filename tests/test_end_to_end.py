@@ -149,6 +149,8 @@ def test_cancel_queued_and_running(gand):
     running = gand.submit("gan", "--data", "ring8", "--steps", "200000", "--checkpoint-every", "0")
     worker = gand.worker()
     gand.wait_job(running, {"running"}, step_at_least=50)
+    busy = gand.json("workers")
+    assert [(w["state"], w["job"]) for w in busy] == [("busy", running)]
     t0 = time.monotonic()
     gand.run("cancel", running)
     job = gand.wait_job(running, {"cancelled"}, timeout=30)
@@ -203,3 +205,15 @@ def test_plugins_and_config(gand):
     assert cfg["database_url"] == {"value": "sqlite:////tmp/x.db",
                                    "source": f"config {gand.home / 'config.toml'}"}
     assert cfg["broker_url"]["source"] == "default"
+
+
+def test_idle_workers_answer_control_pings_on_the_embedded_broker(gand):
+    """kombu's filesystem transport carries Celery's broadcast control messages too."""
+    worker = gand.worker(burst=False)
+    deadline = time.monotonic() + 60
+    while not gand.json("workers"):
+        assert time.monotonic() < deadline and worker.poll() is None, gand.worker_log()
+    (w,) = gand.json("workers")
+    assert w["state"] == "idle" and w["worker"].startswith("gand-")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
