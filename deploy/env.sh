@@ -3,10 +3,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GAND_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/gand" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.installed" ]; then
+  echo "installing gand and its dependencies into $VENV (torch 2.14.1, torchvision 0.29.1; a few minutes the first time)"
   python3 -m venv "$VENV"
-  # torch/torchvision are pinned in pyproject.toml (2.14.1 / 0.29.1).
-  "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet -e "$ROOT[test]"
+  # pip's chatter goes to a log; on failure the log is shown.
+  if ! { "$VENV/bin/pip" install --upgrade pip && "$VENV/bin/pip" install -e "$ROOT[test]"; } \
+      > "$VENV/install.log" 2>&1; then
+    tail -40 "$VENV/install.log"
+    echo "installation failed; full log: $VENV/install.log" >&2
+    exit 1
+  fi
   touch "$VENV/.installed"
 fi
 export PATH="$VENV/bin:$PATH"
