@@ -5,6 +5,7 @@ transport, or Redis) and a real database (SQLite, or PostgreSQL).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -215,5 +216,11 @@ def test_idle_workers_answer_control_pings_on_the_embedded_broker(gand):
         assert time.monotonic() < deadline and worker.poll() is None, gand.worker_log()
     (w,) = gand.json("workers")
     assert w["state"] == "idle" and w["worker"].startswith("gand-")
+    # submit --follow waits for the running worker to finish the job; --json makes it JSON Lines.
+    p = gand.run("submit", "gan", "--data", "gauss1d", "--steps", "50", "--follow", "--json")
+    final = json.loads(p.stdout.strip().splitlines()[-1])
+    assert final["status"] == "succeeded" and final["step"] == 50 and final["samples"]
+    again = gand.run("follow", final["id"], "--json")
+    assert [json.loads(line)["status"] for line in again.stdout.splitlines()] == ["succeeded"]
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0

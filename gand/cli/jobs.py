@@ -75,7 +75,7 @@ def submit(
     if follow:
         from gand.cli.watch import follow as follow_cmd
 
-        follow_cmd(job.id)
+        follow_cmd(job.id, json_=json_)
 
 
 def list_jobs(

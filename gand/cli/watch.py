@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
 from typing import Annotated
@@ -22,10 +23,15 @@ def _line(job, metrics: dict[str, float]) -> str:
     return f"{job.status:10} step {job.step}/{job.total_steps}  " + "  ".join(parts)
 
 
-def follow(job: Annotated[str, typer.Argument(help="job id or unique prefix")]) -> None:
+def follow(
+    job: Annotated[str, typer.Argument(help="job id or unique prefix")],
+    json_: Annotated[bool, typer.Option("--json", help="one JSON object per change (JSON Lines)")] = False,
+) -> None:
     """Show progress and losses live until the job ends; exit 0 only if it succeeded."""
     s = store()
     j = s.find_job(job)
+    if json_:
+        _follow_json(s, j.id)
     tty = sys.stdout.isatty()
     last = None
     if tty:
@@ -62,6 +68,25 @@ def follow(job: Annotated[str, typer.Argument(help="job id or unique prefix")]) 
         typer.echo(f"samples: {samples[-1].path}")
     typer.echo(f"{short(j.id)} {j.status} at step {j.step}/{j.total_steps}")
     raise typer.Exit(0 if j.status == JobStatus.succeeded.value else 1)
+
+
+def _follow_json(s, job_id: str) -> None:
+    """`follow --json`: a line per change of status, step or losses; the last one is final."""
+    last = None
+    while True:
+        j = s.get_job(job_id)
+        state = {"id": j.id, "status": j.status.value, "step": j.step, "total_steps": j.total_steps,
+                 "metrics": s.latest_metrics(j.id)}
+        done = JobStatus(j.status) in TERMINAL
+        if done:
+            samples = [a.path for a in s.artifacts(j.id) if a.kind == "samples"]
+            state.update(error=j.error, samples=samples[-1] if samples else None)
+        if state != last:
+            typer.echo(json.dumps(state))
+            last = state
+        if done:
+            raise typer.Exit(0 if j.status == JobStatus.succeeded else 1)
+        time.sleep(POLL_SECONDS)
 
 
 def metrics(
