@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -18,9 +19,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The network guard (tests/netguard/sitecustomize.py) in this process and every one it starts.
+NETGUARD_LOG = Path(tempfile.mkdtemp(prefix="gand-netguard-")) / "attempts.log"
+os.environ["GAND_NETGUARD_LOG"] = str(NETGUARD_LOG)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "tests" / "netguard")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+sys.path.insert(0, str(ROOT / "tests" / "netguard"))
+import sitecustomize  # noqa: E402,F401  (the guard, for this process)
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 REDIS_URL = os.environ.get("GAND_TEST_REDIS", "redis://127.0.0.1:6379/13")
 PG_URL = os.environ.get("GAND_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network_access():
+    """Fails the session if any test process tried to reach an address off this machine."""
+    yield
+    attempts = NETGUARD_LOG.read_text() if NETGUARD_LOG.exists() else ""
+    assert not attempts, f"network access was attempted during the tests:\n{attempts}"
 
 
 def redis_available() -> bool:
