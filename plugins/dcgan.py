@@ -85,7 +85,26 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class DCGAN(AdversarialVariant):
+class SquareImages:
+    """Mixin for variants that train on square 1- or 3-channel images of a size they choose."""
+
+    name: str
+
+    def _size(self, info: DataInfo, options) -> int:
+        raise NotImplementedError
+
+    def data_shape(self, info: DataInfo, options):
+        s = self._size(info, options)
+        return (info.shape[0], s, s)
+
+    def check_data(self, infos, options):
+        super().check_data(infos, options)
+        if infos[0].shape[0] not in (1, 3):
+            raise UsageError(f"variant {self.name} takes 1- or 3-channel images; {infos[0].spec} "
+                             f"has {infos[0].shape[0]}")
+
+
+class DCGAN(SquareImages, AdversarialVariant):
     name = "dcgan"
     help = "convolutional GAN: the lecture's MNIST DCGAN at 28 px, DCGAN at 32/64/128 px"
     data_kinds = frozenset({"image"})
@@ -105,15 +124,6 @@ class DCGAN(AdversarialVariant):
         # A folder of other sizes trains at the nearest supported size (resized and cropped).
         return min(SIZES, key=lambda s: abs(s - max(h, w)))
 
-    def data_shape(self, info: DataInfo, options):
-        s = self._size(info, options)
-        return (info.shape[0], s, s)
-
-    def check_data(self, infos, options):
-        super().check_data(infos, options)
-        if infos[0].shape[0] not in (1, 3):
-            raise UsageError(f"variant dcgan takes 1- or 3-channel images; {infos[0].spec} has "
-                             f"{infos[0].shape[0]}")
 
     def networks(self, info: DataInfo, options):
         c, s, _ = self.data_shape(info, options)

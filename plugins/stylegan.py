@@ -23,7 +23,7 @@ from gand.api import DataInfo, Models, Option, StepContext
 from gand.engine.adversarial import AdversarialVariant
 from gand.errors import UsageError
 from gand.hookspecs import hookimpl
-from gand_plugins.dcgan import Discriminator
+from gand_plugins.dcgan import Discriminator, SquareImages
 
 SIZES = (8, 16, 32, 64, 128)
 MIN_CHANNELS = 8  # the narrowest layer at high resolutions, whatever `channels` says
@@ -217,7 +217,7 @@ def style_mixing_grid(models: Models, rows: int, cols: Optional[int] = None,
     return torch.cat(out).float()
 
 
-class StyleGAN(AdversarialVariant):
+class StyleGAN(SquareImages, AdversarialVariant):
     name = "stylegan"
     help = ("StyleGAN (simplified, as in the lecture): mapping network, constant input, AdaIN, "
             "noise, style mixing, w_avg and truncation; 8 to 128 px (28 px trains at 32)")
@@ -254,15 +254,6 @@ class StyleGAN(AdversarialVariant):
         # The smallest supported size that holds the image (28 → 32), else the largest.
         return next((s for s in SIZES if s >= side), SIZES[-1])
 
-    def data_shape(self, info: DataInfo, options):
-        s = self._size(info, options)
-        return (info.shape[0], s, s)
-
-    def check_data(self, infos, options):
-        super().check_data(infos, options)
-        if infos[0].shape[0] not in (1, 3):
-            raise UsageError(f"variant stylegan takes 1- or 3-channel images; {infos[0].spec} has "
-                             f"{infos[0].shape[0]}")
 
     def networks(self, info: DataInfo, options):
         c, s, _ = self.data_shape(info, options)
