@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,3 +248,25 @@ def gand_inprocess(gand, monkeypatch, capsys) -> InProcessGand:
     _forget_cli_caches()
     yield InProcessGand(gand, capsys)
     _forget_cli_caches()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for in-process training: beside a worker on two cores, more only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def wait_succeeded(g: Gand, store, job_id: str, step: int, timeout: float = 150):
+    """Polls the store (cheaper than `gand show` subprocesses) until the job succeeded at `step`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.get_job(job_id)
+        status = getattr(job.status, "value", job.status)
+        if status == "succeeded" and job.step >= step:
+            return job
+        assert status not in ("failed", "cancelled"), f"{status}: {job.error}\n{g.worker_log()}"
+        assert time.monotonic() < deadline, f"{status} at step {job.step}\n{g.worker_log()}"
+        time.sleep(0.2)

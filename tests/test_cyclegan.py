@@ -5,7 +5,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,12 @@ from gand.engine import checkpoint as ckpt
 from gand.engine import options as engine_options
 from gand.errors import UsageError
 from gand.jobspec import build_config
+from conftest import wait_succeeded
 
 CPU = torch.device("cpu")
 TINY = ["--set", "res_blocks=6", "--set", "ngf=8", "--set", "ndf=8", "--set", "pool_size=8"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two loaded cores: in-process training beside the worker only slows both down.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_domains(root: Path) -> tuple[Path, Path]:
@@ -160,19 +153,6 @@ def run_all(g, *commands: list[str]) -> list[subprocess.CompletedProcess]:
 def one_line_error(p: subprocess.CompletedProcess, text: str) -> None:
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and len(lines) == 1 and text in lines[0], (p.args, p.stderr)
-
-
-def wait_succeeded(g, store, job_id: str, step: int, timeout: float = 150):
-    """Polls the store (cheaper than `gand show` subprocesses) until the job succeeded at `step`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = store.get_job(job_id)
-        status = getattr(job.status, "value", job.status)
-        if status == "succeeded" and job.step >= step:
-            return job
-        assert status not in ("failed", "cancelled"), f"{status}: {job.error}\n{g.worker_log()}"
-        assert time.monotonic() < deadline, f"{status} at step {job.step}\n{g.worker_log()}"
-        time.sleep(0.2)
 
 
 def test_cyclegan_job_trains_resumes_and_translates(gand, tmp_path):

@@ -19,20 +19,12 @@ from gand import plugins
 from gand.engine.trainer import Hooks, Run, train
 from gand.jobspec import build_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
 def registry():
     return plugins.load()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two busy cores: intra-op threads would only spin
-    yield
-    torch.set_num_threads(before)
 
 
 def trained(registry, tmp_path: Path, variant: str, data: str, steps: int, sets: list[str],

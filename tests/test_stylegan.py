@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST
+from conftest import MNIST, wait_succeeded
 from gand_plugins.losses import NonSaturatingBCE
 from gand_plugins.stylegan import (
     AdaIN,
@@ -31,6 +30,8 @@ from gand.jobspec import build_config
 CPU = torch.device("cpu")
 TINY = {"z_dim": "16", "w_dim": "16", "channels": "16", "ndf": "8", "mapping_layers": "3"}
 TINY_SETS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_models(**overrides):
@@ -153,28 +154,6 @@ def test_submit_checks():
 
 
 # -- a real job -----------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two loaded cores: in-process training beside the worker only slows both down.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def wait_succeeded(g, store, job_id: str, step: int, timeout: float = 150):
-    """Polls the store (cheaper than `gand show` subprocesses) until the job succeeded at `step`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = store.get_job(job_id)
-        status = getattr(job.status, "value", job.status)
-        if status == "succeeded" and job.step >= step:
-            return job
-        assert status not in ("failed", "cancelled"), f"{status}: {job.error}\n{g.worker_log()}"
-        assert time.monotonic() < deadline, f"{status} at step {job.step}\n{g.worker_log()}"
-        time.sleep(0.2)
 
 
 def test_stylegan_job_trains_resumes_and_generates(gand, tmp_path):

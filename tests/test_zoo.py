@@ -40,6 +40,8 @@ JOBS = [
 DEFAULT_LOSS = {"cgan": "bce", "wgan": "wasserstein+clip", "wgan-gp": "wgan-gp", "lsgan": "ls",
                 "sagan": "hinge", "began": "began", "dcgan": "bce"}
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def cli(gand, monkeypatch):
@@ -144,14 +146,6 @@ def test_refusals_are_one_line_from_the_real_cli(gand):
 @pytest.fixture(scope="module")
 def registry():
     return plugins.load()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two busy cores: intra-op threads would only spin
-    yield
-    torch.set_num_threads(before)
 
 
 def test_cgan_label_selects_the_class_given_to_g(registry):
