@@ -8,11 +8,7 @@ subprocess costs seconds of torch import on two shared cores; the training runs 
 """
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
@@ -44,42 +40,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def cli(gand, monkeypatch):
-    """Runs `gand ARGS…` in this process against the test's setup; returns (rc, stdout, stderr)."""
-    from gand import queue
-    from gand.cli import context
-    from gand.cli.main import main
-
-    def reset() -> None:
-        if context.store.cache_info().currsize:
-            context.store().close()
-        context.store.cache_clear()
-        context.settings.cache_clear()
-        queue._app = None
+def cli(gand_inprocess):
+    """`gand ARGS…` in this process (conftest's gand_inprocess); check=True asserts exit 0."""
 
     def run(*args: str, check: bool = True) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with monkeypatch.context() as m:
-            for key in [k for k in os.environ if k.startswith("GAND_")]:
-                m.delenv(key)
-            for key, value in gand.env.items():
-                if key.startswith("GAND_"):
-                    m.setenv(key, value)
-            m.chdir(gand.home)
-            reset()
-            try:
-                with redirect_stdout(out), redirect_stderr(err):
-                    main(list(args))
-                rc = 0
-            except SystemExit as e:
-                rc = e.code if isinstance(e.code, int) else 1
-            finally:
-                reset()
+        rc, out, err = gand_inprocess(*args)
         if check and rc != 0:
-            raise AssertionError(f"gand {' '.join(args)} exited {rc}: {err.getvalue()}")
-        return rc, out.getvalue(), err.getvalue()
+            raise AssertionError(f"gand {' '.join(args)} exited {rc}: {err}")
+        return rc, out, err
 
-    run.json = lambda *args: json.loads(run(*args, "--json")[1])
+    run.json = gand_inprocess.json
     return run
 
 
