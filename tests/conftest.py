@@ -28,7 +28,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT / "tests" / "netguard")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 sys.path.insert(0, str(ROOT / "tests" / "netguard"))
 import sitecustomize  # noqa: E402,F401  (the guard, for this process)
-MNIST = ROOT.parent / "shared" / "data" / "mnist"
+MNIST = ROOT / "tests" / "data" / "mnist"  # gand's own copy of the MNIST test split
 REDIS_URL = os.environ.get("GAND_TEST_REDIS", "redis://127.0.0.1:6379/13")
 PG_URL = os.environ.get("GAND_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 

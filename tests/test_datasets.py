@@ -20,7 +20,7 @@ from gand import plugins
 from gand.api import DatasetType, FunctionSource, TensorSource
 from gand.errors import UsageError
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST_DIR = Path(__file__).resolve().parent / "data" / "mnist"
 MNIST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 CPU = torch.device("cpu")
 
