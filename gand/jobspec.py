@@ -1,4 +1,4 @@
-"""A job's configuration: built and checked at submit time, stored as JSON, read by workers.
+"""A job's configuration: built and checked at submit time (a JobConfig), stored as JSON.
 
 Everything a user can get wrong is found here, before anything is written or queued: unknown
 variant, loss or dataset, a missing path, a malformed `--set`, out-of-range numbers.
@@ -13,17 +13,13 @@ from typing import Any, Callable, Optional
 from gand.api import DataInfo, Loss, Regularizer, Variant, compose
 from gand.engine import options as engine_options
 from gand.errors import UsageError, one_of
+from gand.jobs import config as jobcfg
+from gand.jobs.config import (DATASET_NAME_RE, DEVICE_RE, QUEUE_RE, DataConfig, EvalConfig,
+                              JobConfig)
 from gand.plugins import Registry
 from gand.evaluation import spec as eval_spec
 
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FOLDER = "folder"  # the dataset type that receives plain paths
-
-
-# A registered dataset name (`gand data add NAME SPEC`): a letter, then letters, digits, '_' or
-# '-'; no '/', '.' or ':', so a name can never be mistaken for a path or a `TYPE:ARG` spec.
-DATASET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 # The registered dataset names and their specs, asked for only when a spec is neither a dataset
 # type nor a path; a callable so that this module stays free of the store.
@@ -97,12 +93,15 @@ def _positive(flag: str, value: Optional[int], allow_zero: bool = False) -> None
 
 
 def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[str] = None,
-                 steps: int = 1000, batch_size: Optional[int] = None, lr: Optional[float] = None,
+                 steps: int = jobcfg.STEPS, batch_size: Optional[int] = None, lr: Optional[float] = None,
                  sets: Optional[list[str]] = None, seed: Optional[int] = None,
-                 device: str = "auto", queue: str = "gand", checkpoint_every: Optional[int] = None,
+                 device: str = jobcfg.DEVICE, queue: str = jobcfg.QUEUE, checkpoint_every: Optional[int] = None,
                  sample_every: Optional[int] = None,
                  named: Optional[NamedDatasets] = None,
-                 evaluation: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                 evaluation: Optional[dict[str, Any]] = None,
+                 max_recoveries: int = jobcfg.MAX_RECOVERIES,
+                 keep_checkpoints: int = jobcfg.KEEP_CHECKPOINTS,
+                 on_diverge: str = jobcfg.ON_DIVERGE) -> JobConfig:
     """Checks every submit option and returns the job config that workers will run.
 
     `evaluation` holds the keyword arguments of gand.evaluation.spec.eval_config (every,
@@ -141,23 +140,33 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
     check_combination(v, loss_cls, infos, opts)
     shapes = [list(v.data_shape(i, opts)) for i in infos]
 
-    return {
-        "variant": variant,
-        "loss": loss_name,
+    reliability_options(max_recoveries=max_recoveries, keep_checkpoints=keep_checkpoints,
+                        on_diverge=on_diverge)
+    # None unless --eval-every: then metrics, best-by and classifier, checked here.
+    ev = eval_spec.eval_config(registry, infos[0], **(evaluation or {}))
+    default_every = max(1, min(jobcfg.SCHEDULE_CAP, steps))
+    return JobConfig(
+        variant=variant,
+        loss=loss_name,
         # `spec` is what was resolved (a registered name's stored spec); `name` the name given.
-        "data": [{"spec": r.spec, "name": r.name, "type": r.type_name, "arg": r.arg,
-                  "info": asdict(r.info), "shape": shape} for r, shape in zip(resolved, shapes)],
-        "steps": steps,
-        "options": opts,
+        data=tuple(DataConfig(spec=r.spec, name=r.name, type=r.type_name, arg=r.arg,
+                              info=asdict(r.info), shape=tuple(shape))
+                   for r, shape in zip(resolved, shapes)),
+        steps=steps,
+        options=opts,
         # A seed is always recorded, so a resumed or re-run job draws the same numbers.
-        "seed": seed if seed is not None else secrets.randbelow(2**31),
-        "device": device,
-        "queue": queue,
-        "checkpoint_every": checkpoint_every if checkpoint_every is not None else max(1, min(500, steps)),
-        "sample_every": sample_every if sample_every is not None else max(1, min(500, steps)),
-        # None unless --eval-every: then metrics, best-by and classifier, checked here.
-        "eval": eval_spec.eval_config(registry, infos[0], **(evaluation or {})),
-    }
+        seed=seed if seed is not None else secrets.randbelow(2**31),
+        device=device,
+        queue=queue,
+        checkpoint_every=checkpoint_every if checkpoint_every is not None else default_every,
+        sample_every=sample_every if sample_every is not None else default_every,
+        eval=None if ev is None else EvalConfig(
+            every=ev["every"], metrics=tuple(ev["metrics"]), num_samples=ev["num_samples"],
+            best_by=ev["best_by"], classifier=ev["classifier"], options=dict(ev["options"])),
+        max_recoveries=max_recoveries,
+        keep_checkpoints=keep_checkpoints,
+        on_diverge=on_diverge,
+    )
 
 
 def loss_class(registry: Registry, spec: str) -> type[Loss]:
@@ -202,28 +211,23 @@ def check_combination(v: Variant, loss_cls: type[Loss], infos: list[DataInfo],
             raise UsageError(f"--set ada=true augments images; {bad[0]} is vector data")
 
 
-def data_infos(config: dict[str, Any]) -> list[DataInfo]:
+def data_infos(config: JobConfig) -> list[DataInfo]:
     """The DataInfo recorded at submit time (generation needs no access to the data)."""
     out = []
-    for d in config["data"]:
-        info = dict(d["info"])
+    for d in config.data:
+        info = dict(d.info)
         info["shape"] = tuple(info["shape"])
         out.append(DataInfo(**info))
     return out
 
 
-ON_DIVERGE = ("fail", "rollback")
-
-
-def reliability_options(*, max_recoveries: int = 3, keep_checkpoints: int = 5,
-                        on_diverge: str = "fail") -> dict[str, Any]:
-    """Checks the submit options about faults; returns them as job config entries."""
+def reliability_options(*, max_recoveries: int, keep_checkpoints: int, on_diverge: str) -> None:
+    """Checks the submit options about faults."""
     if not 0 <= max_recoveries <= 100:
         raise UsageError(f"--max-recoveries {max_recoveries} is invalid; expected 0 to 100")
     if not 0 <= keep_checkpoints <= 10_000:
         raise UsageError(f"--keep-checkpoints {keep_checkpoints} is invalid; expected 0 (keep all) "
                          f"to 10000")
-    if on_diverge not in ON_DIVERGE:
-        raise UsageError(f"--on-diverge {on_diverge!r} is invalid; expected {one_of(ON_DIVERGE)}")
-    return {"max_recoveries": max_recoveries, "keep_checkpoints": keep_checkpoints,
-            "on_diverge": on_diverge}
+    if on_diverge not in jobcfg.ON_DIVERGE_CHOICES:
+        raise UsageError(f"--on-diverge {on_diverge!r} is invalid; expected "
+                         f"{one_of(jobcfg.ON_DIVERGE_CHOICES)}")

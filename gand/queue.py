@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 from urllib.parse import parse_qsl, urlsplit
-
-from celery import Celery
 
 from gand import settings as settings_mod
 from gand.errors import BrokerUnavailable, UsageError
+
+if TYPE_CHECKING:  # Celery is imported by the commands that talk to the broker, not by all
+    from celery import Celery
 
 TASK = "gand.run_job"
 DEFAULT_QUEUE = "gand"
@@ -63,7 +64,9 @@ def ssl_options(url: str) -> Optional[dict]:
     return out
 
 
-def make_app(s: Optional[settings_mod.Settings] = None) -> Celery:
+def make_app(s: Optional[settings_mod.Settings] = None) -> "Celery":
+    from celery import Celery
+
     s = s or settings_mod.load()
     app = Celery("gand", broker=s.broker_url, set_as_current=True)
     app.conf.update(
@@ -86,17 +89,17 @@ def make_app(s: Optional[settings_mod.Settings] = None) -> Celery:
     return app
 
 
-_app: Optional[Celery] = None
+_app: Optional["Celery"] = None
 
 
-def app() -> Celery:
+def app() -> "Celery":
     global _app
     if _app is None:
         _app = make_app()
     return _app
 
 
-def check_broker(celery: Optional[Celery] = None) -> None:
+def check_broker(celery: Optional["Celery"] = None) -> None:
     """Raises BrokerUnavailable unless the broker answers within a few seconds."""
     celery = celery or app()
     try:
@@ -107,7 +110,7 @@ def check_broker(celery: Optional[Celery] = None) -> None:
                                 f"{e}; is it running?") from None
 
 
-def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional[Celery] = None) -> None:
+def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional["Celery"] = None) -> None:
     """Sends the message that makes a worker on `queue` run `job_id`."""
     celery = celery or app()
     try:
@@ -117,7 +120,7 @@ def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional[Celery] = 
                                 f"{e}") from None
 
 
-def queue_length(queue: str, celery: Optional[Celery] = None) -> int:
+def queue_length(queue: str, celery: Optional["Celery"] = None) -> int:
     """Messages waiting in `queue` (not counting ones a worker has taken)."""
     celery = celery or app()
     with celery.connection_for_read() as conn:

@@ -50,10 +50,12 @@ def test_add_list_remove(cli, here):
     write_images(here / "digits" / "two", 2, 8, "L")
     assert cli.json("data", "add", "digits", "folder:digits")["num_classes"] == 2
 
-    listed = cli.json("data", "list")
+    listed = cli.json("data", "list", "--check")
     assert [r["name"] for r in listed] == ["digits", "faces", "ring"]
     assert listed[1] == row and listed[2]["spec"] == "ring8" and listed[2]["shape"] == [2]
-    text = cli.ok("data", "list")
+    plain = cli.json("data", "list")  # without --check: the stored specs only, no plugins
+    assert [(r["name"], r["spec"]) for r in plain] == [(r["name"], r["spec"]) for r in listed]
+    text = cli.ok("data", "list", "--check")
     assert f"faces   folder:{here / 'faces'}  (image 3x8x8, 4 examples)" in text
     assert "(image 1x8x8, 4 examples, 2 classes)" in text
 
@@ -107,9 +109,9 @@ def test_list_shows_data_that_has_gone(cli, here):
     write_images(here / "faces", 2, 8, "RGB")
     cli.ok("data", "add", "faces", "./faces")
     shutil.rmtree(here / "faces")
-    row = cli.json("data", "list")[0]
+    row = cli.json("data", "list", "--check")[0]
     assert row["kind"] is None and "does not exist" in row["error"]
-    assert "UNAVAILABLE: dataset folder:" in cli.ok("data", "list")
+    assert "UNAVAILABLE: dataset folder:" in cli.ok("data", "list", "--check")
 
 
 def test_remove_of_an_unknown_name_lists_the_known_ones(cli):

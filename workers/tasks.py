@@ -9,7 +9,7 @@ from celery import signals
 from celery.exceptions import Reject
 
 from gand import plugins, queue, settings as settings_mod
-from gand.store import Store
+from gand.jobs.service import JobService
 from gand_workers.runner import WorkerContext, run_job
 
 log = logging.getLogger("gand.worker")
@@ -26,7 +26,7 @@ def context(name: str) -> WorkerContext:
         for p in reg.plugins:
             if p.error:
                 log.warning("plugin %s not loaded: %s", p.name, p.error)
-        _ctx = WorkerContext(s, Store(s.database_url), reg, name, STOPPING)
+        _ctx = WorkerContext(s, JobService(s), reg, name, STOPPING)
     return _ctx
 
 

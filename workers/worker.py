@@ -71,16 +71,34 @@ def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: 
     return worker.exitcode or 0
 
 
+class ReaperThread(threading.Thread):
+    """Runs a reaper pass (gand.jobs.reaper) when the worker starts and every `interval` s."""
+
+    def __init__(self, name: str, interval: float):
+        super().__init__(daemon=True, name="gand-reaper")
+        self.reaper, self.interval = name, interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from gand.jobs.service import JobService
+
+        jobs = None
+        while not self.stop.is_set():
+            try:
+                jobs = jobs or JobService()
+                jobs.reap(self.reaper)
+            except Exception:  # a database or broker outage must not kill the thread
+                log.warning("reaper pass failed; retrying in %.0fs", self.interval, exc_info=True)
+            self.stop.wait(self.interval)
+
+
 def start_reaper(name: str) -> None:
     """Every worker also recovers jobs whose worker died: once now, then every few seconds."""
-    from gand import settings
-    from gand.store import Store
-    from gand_workers.reaper import ReaperThread
-    from gand_workers.runner import lease_seconds
+    from gand.jobs.lease import lease_seconds
 
     # Half a lease: a dead worker's job is back in the queue within 1.5 leases of its death.
     interval = max(0.5, min(REAP_SECONDS, lease_seconds() / 2))
-    ReaperThread(lambda: Store(settings.load().database_url), name, interval).start()
+    ReaperThread(name, interval).start()
 
 
 def supervise(queues: list[str], n: int, burst: bool, loglevel: str) -> int:

@@ -7,13 +7,16 @@ records the spec a name resolved to, so removing or re-pointing a name never cha
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from gand.cli.context import print_json, registry, store
+from gand.cli.context import jobs, print_json, registry, store
 from gand.errors import GandError, UsageError
-from gand.jobspec import DATASET_NAME_RE, ResolvedData, resolve_data
+from gand.jobs.config import DATASET_NAME_RE
+
+if TYPE_CHECKING:  # the plugins (and torch) load only for add and list --check
+    from gand.jobspec import ResolvedData
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
@@ -23,7 +26,7 @@ app = typer.Typer(name="data", help="Named datasets, usable in `gand submit --da
 
 def named_datasets() -> dict[str, str]:
     """Every registered dataset name with its stored spec (what `jobspec.resolve_data` asks)."""
-    return {d.name: d.spec for d in store().list_datasets()}
+    return jobs().named_datasets()
 
 
 def check_name(name: str) -> None:
@@ -36,7 +39,7 @@ def check_name(name: str) -> None:
                          f"it); pick another name")
 
 
-def canonical_spec(r: ResolvedData) -> str:
+def canonical_spec(r: "ResolvedData") -> str:
     """`TYPE:ARG` with ARG made absolute when it is a path that exists, else `TYPE`."""
     if r.arg is None:
         return r.type_name
@@ -47,7 +50,10 @@ def canonical_spec(r: ResolvedData) -> str:
 
 
 def _describe(name: str, spec: str) -> dict[str, Any]:
-    """One row of `gand data list`: the stored spec and what it resolves to now, or why not."""
+    """One row of `gand data list --check`: the stored spec and what it resolves to now, or
+    why not."""
+    from gand.jobspec import resolve_data
+
     row: dict[str, Any] = {"name": name, "spec": spec, "kind": None, "shape": None,
                            "num_classes": None, "size": None, "error": None}
     try:
@@ -77,6 +83,8 @@ def add(
     json_: JsonOpt = False,
 ) -> None:
     """Name a dataset spec after checking it exactly as `gand submit --data` would."""
+    from gand.jobspec import resolve_data
+
     check_name(name)
     # The spec may itself be a registered name: the new name then copies its stored spec.
     resolved = resolve_data(registry(), spec, named_datasets)
@@ -90,9 +98,14 @@ def add(
 
 
 @app.command("list")
-def list_(json_: JsonOpt = False) -> None:
-    """Registered dataset names, their specs and what each holds now."""
-    rows = [_describe(d.name, d.spec) for d in store().list_datasets()]
+def list_(
+    check: Annotated[bool, typer.Option("--check", help="also read each dataset: what it holds "
+                                                        "now, or why it is unavailable")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Registered dataset names and their specs (with --check, what each holds now)."""
+    found = store().list_datasets()
+    rows = [_describe(d.name, d.spec) if check else d.to_json() for d in found]
     if json_:
         print_json(rows)
         return
@@ -101,7 +114,7 @@ def list_(json_: JsonOpt = False) -> None:
         return
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        typer.echo(f"{r['name']:{width}}  {r['spec']}  ({_summary(r)})")
+        typer.echo(f"{r['name']:{width}}  {r['spec']}" + (f"  ({_summary(r)})" if check else ""))
 
 
 @app.command("remove")

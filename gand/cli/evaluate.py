@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from gand.cli.context import print_json, registry, short, store
+from gand.cli.context import jobs, print_json, registry, short, store
 from gand.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -55,10 +55,12 @@ def evaluate(
         raise UsageError(f"--extractor {extractor!r} is invalid; expected inception or mnist-classifier")
     s = store()
     j = s.find_job(job)
-    configured = (j.config or {}).get("eval") or {}
-    classifier = str(Path(classifier).expanduser().resolve()) if classifier else configured.get("classifier")
-    info = data_infos(j.config)[0]
-    names = list(dict.fromkeys(metric or [])) or configured.get("metrics") \
+    config = jobs().config(j)
+    configured = config.eval
+    classifier = (str(Path(classifier).expanduser().resolve()) if classifier
+                  else configured.classifier if configured else None)
+    info = data_infos(config)[0]
+    names = list(dict.fromkeys(metric or [])) or (list(configured.metrics) if configured else []) \
         or eval_spec.default_metrics(registry(), info, classifier)
     if not names:
         raise UsageError(f"no installed metric suits job {short(j.id)}'s data ({info.spec}); "
@@ -68,17 +70,20 @@ def evaluate(
         cls().check(info, classifier)
     # The job's recorded options for the metrics run now; --set values are checked strictly.
     declared = eval_spec.declared_options(classes)
-    options = {k: v for k, v in (configured.get("options") or {}).items() if k in declared}
+    options = {k: v for k, v in (configured.options if configured else {}).items()
+               if k in declared}
     options.update(parse_sets(set_ or []))
     j, run, step = load_run(j.id, checkpoint, device)
-    d = j.config["data"][0]
-    data = registry().dataset_type(d["type"]).load(d["arg"], info, tuple(d["shape"]), run.device)
+    d = config.data[0]
+    data = registry().dataset_type(d.type).load(d.arg, info, tuple(d.shape), run.device)
     warnings: list[str] = []
     ev = evaluation.Evaluator(run, registry(), names, data=data, classifier=classifier,
-                              extractor=extractor, num_samples=n or configured.get("num_samples"),
+                              extractor=extractor,
+                              num_samples=n or (configured.num_samples if configured else None),
                               options=options)
     results = ev.evaluate(step, warn=warnings.append)
-    best_step = evaluation.record(s, j.id, step, results, configured.get("best_by"))
+    best_step = evaluation.record(s, j.id, step, results,
+                                  configured.best_by if configured else None)
     for text in warnings:
         s.note(j.id, text)
     out = {"job": j.id, "step": step, "checkpoint": checkpoint, "best_step": best_step,
@@ -203,8 +208,8 @@ def _real_images(job, run, n: int, seed: int):
 
     from gand.jobspec import data_infos
 
-    d, info = job.config["data"][0], data_infos(job.config)[0]
-    source = registry().dataset_type(d["type"]).load(d["arg"], info, tuple(d["shape"]), run.device)
+    d, info = run.config.data[0], data_infos(run.config)[0]
+    source = registry().dataset_type(d.type).load(d.arg, info, tuple(d.shape), run.device)
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         torch.manual_seed(seed)
         return source.sample(n).x

@@ -6,14 +6,12 @@ from typing import Annotated
 
 import typer
 
-from gand.cli.context import print_json, short, store
+from gand.cli.context import jobs, print_json, short
 
 
 def reap(json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Requeue jobs whose worker stopped renewing its lease (workers also do this by themselves)."""
-    from gand_workers.reaper import reap as reap_pass
-
-    done = reap_pass(store(), f"gand-reap@{socket.gethostname()}")
+    done = jobs().reap(f"gand-reap@{socket.gethostname()}")
     if json_:
         print_json([r.to_json() for r in done])
         return

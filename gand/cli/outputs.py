@@ -6,40 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from gand.cli.context import print_json, registry, short, store
-from gand.engine import checkpoint as ckpt
-from gand.errors import NotFound, UsageError
+from gand.cli.context import jobs, print_json, registry, short
+from gand.errors import UsageError
 
 
 def load_run(job_id: str, which: str = "latest", device: str = "cpu"):
-    """The job's models restored from one of its checkpoints, without loading its data."""
-    from gand.engine.trainer import Run
-
-    s = store()
-    j = s.find_job(job_id)
-    cps = sorted(s.checkpoints(j.id), key=lambda c: c.step)
-    if not cps:
-        raise NotFound(f"job {short(j.id)} has no checkpoint yet")
-    if which == "latest":
-        chosen = cps[-1]
-    elif which == "best":
-        best = [c for c in cps if c.is_best]
-        if not best:
-            raise NotFound(f"job {short(j.id)} has no best checkpoint (submit with --best-by METRIC)")
-        chosen = best[-1]
-    elif which.isdigit():
-        match = [c for c in cps if c.step == int(which)]
-        if not match:
-            raise NotFound(f"job {short(j.id)} has no checkpoint at step {which}; steps: "
-                           f"{', '.join(str(c.step) for c in cps)}")
-        chosen = match[0]
-    else:
-        raise UsageError(f"--checkpoint {which!r} is invalid; expected latest, best or a step number")
-    config = dict(j.config)
-    config["steps"] = j.total_steps
-    run = Run.build(config, registry(), device=device, load_data=False)
-    run.restore(ckpt.load(Path(chosen.path), chosen.sha256, map_location=run.device))
-    return j, run, chosen.step
+    """The job's models restored from one of its checkpoints (see JobService.load_run)."""
+    return jobs().load_run(registry(), job_id, which, device)
 
 
 def generate(

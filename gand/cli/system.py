@@ -17,7 +17,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run a worker that takes jobs from the queue and trains them."""
-    from gand.jobspec import QUEUE_RE
+    from gand.jobs.config import QUEUE_RE
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     if not names or any(not QUEUE_RE.match(q) for q in names):

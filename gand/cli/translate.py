@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gand.cli.context import print_json, registry, short, store
+from gand.cli.context import jobs, print_json, registry, short
 from gand.errors import UsageError, one_of
 
 DIRECTIONS = ("a2b", "b2a")
@@ -53,8 +53,9 @@ def translate(
 
     if direction not in DIRECTIONS:
         raise UsageError(f"--direction {direction!r} is invalid; expected {one_of(DIRECTIONS)}")
-    j = store().find_job(job)
-    variant = registry().variant(j.config["variant"])
+    j = jobs().find(job)
+    config = jobs().config(j)
+    variant = registry().variant(config.variant)
     if variant.domains != 2 or not callable(getattr(variant, "translate", None)):
         raise UsageError(f"job {short(j.id)} is a {variant.name} job; gand translate needs a "
                          f"two-domain translation job such as cyclegan")
@@ -66,7 +67,7 @@ def translate(
     if info.num_classes:
         raise UsageError(f"--input {input_} holds class subfolders; give one flat folder of images")
     files = _input_files(input_)
-    shape = tuple(j.config["data"][0 if direction == "a2b" else 1]["shape"])
+    shape = tuple(config.data[0 if direction == "a2b" else 1].shape)
 
     _, run, step = load_run(j.id, checkpoint, device)
     source = folder.load(str(input_), info, shape, run.device)

@@ -4,89 +4,78 @@ from __future__ import annotations
 import csv
 import json
 import sys
-import time
 from typing import Annotated
 
 import typer
 
-from gand.cli.context import print_json, short, store
+from gand.cli.context import jobs, print_json, short, store
 from gand.errors import UsageError
-from gand.store import TERMINAL, JobStatus
 
-POLL_SECONDS = 0.5
 LOSS_KEYS = ("d_loss", "g_loss")
 
 
-def _line(job, metrics: dict[str, float]) -> str:
-    shown = [k for k in LOSS_KEYS if k in metrics] + [k for k in sorted(metrics) if k not in LOSS_KEYS]
-    parts = [f"{k}={metrics[k]:.4g}" for k in shown]
-    return f"{job.status:10} step {job.step}/{job.total_steps}  " + "  ".join(parts)
+def _line(state: dict) -> str:
+    metrics = state["metrics"]
+    parts = [f"{k}={metrics[k]:.4g}" for k in LOSS_KEYS if k in metrics]
+    return f"{state['status']:10} step {state['step']}/{state['total_steps']}  " + "  ".join(parts)
 
 
 def follow(
     job: Annotated[str, typer.Argument(help="job id or unique prefix")],
     json_: Annotated[bool, typer.Option("--json", help="one JSON object per change (JSON Lines)")] = False,
 ) -> None:
-    """Show progress and losses live until the job ends; exit 0 only if it succeeded."""
-    s = store()
-    j = s.find_job(job)
-    if json_:
-        _follow_json(s, j.id)
-    tty = sys.stdout.isatty()
-    last = None
-    if tty:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Show progress and losses live until the job ends; exit 0 only if it succeeded.
 
-        progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                            TextColumn("{task.fields[losses]}"))
-        progress.start()
-        task = progress.add_task(short(j.id), total=j.total_steps, losses="")
+    With --json, one JSON object per change (JSON Lines); the last one is the final state."""
+    state: dict = {}
+    progress = None
+    last = None
     try:
-        while True:
-            j = s.get_job(j.id)
-            metrics = s.latest_metrics(j.id)
-            if tty:
-                losses = "  ".join(f"{k}={metrics[k]:.4g}" for k in LOSS_KEYS if k in metrics)
-                progress.update(task, completed=j.step, total=j.total_steps,
-                                description=f"{short(j.id)} {j.status}", losses=losses)
+        for state in jobs().follow(job):
+            if json_:
+                typer.echo(json.dumps(state))
+            elif sys.stdout.isatty():
+                progress = progress or _Bar(state)
+                progress.update(state)
             else:
-                line = _line(j, {k: v for k, v in metrics.items() if k in LOSS_KEYS})
+                line = _line(state)
                 if line != last:
                     typer.echo(line)
                     last = line
-            if JobStatus(j.status) in TERMINAL:
-                break
-            time.sleep(POLL_SECONDS)
     finally:
-        if tty:
+        if progress is not None:
             progress.stop()
-    if j.error:
-        typer.echo(f"error: {j.error}", err=True)
-    samples = [a for a in s.artifacts(j.id) if a.kind == "samples"]
-    if samples:
-        typer.echo(f"samples: {samples[-1].path}")
-    typer.echo(f"{short(j.id)} {j.status} at step {j.step}/{j.total_steps}")
-    raise typer.Exit(0 if j.status == JobStatus.succeeded.value else 1)
+    if not json_:
+        if state.get("error"):
+            typer.echo(f"error: {state['error']}", err=True)
+        if state.get("samples"):
+            typer.echo(f"samples: {state['samples']}")
+        typer.echo(f"{short(state['id'])} {state['status']} at step "
+                   f"{state['step']}/{state['total_steps']}")
+    raise typer.Exit(0 if state.get("status") == "succeeded" else 1)
 
 
-def _follow_json(s, job_id: str) -> None:
-    """`follow --json`: a line per change of status, step or losses; the last one is final."""
-    last = None
-    while True:
-        j = s.get_job(job_id)
-        state = {"id": j.id, "status": j.status.value, "step": j.step, "total_steps": j.total_steps,
-                 "metrics": s.latest_metrics(j.id)}
-        done = JobStatus(j.status) in TERMINAL
-        if done:
-            samples = [a.path for a in s.artifacts(j.id) if a.kind == "samples"]
-            state.update(error=j.error, samples=samples[-1] if samples else None)
-        if state != last:
-            typer.echo(json.dumps(state))
-            last = state
-        if done:
-            raise typer.Exit(0 if j.status == JobStatus.succeeded else 1)
-        time.sleep(POLL_SECONDS)
+class _Bar:
+    """A rich progress bar for a terminal: step/total, elapsed time and the latest losses."""
+
+    def __init__(self, state: dict):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[losses]}"))
+        self.progress.start()
+        self.task = self.progress.add_task(short(state["id"]), total=state["total_steps"],
+                                           losses="")
+
+    def update(self, state: dict) -> None:
+        m = state["metrics"]
+        self.progress.update(self.task, completed=state["step"], total=state["total_steps"],
+                             description=f"{short(state['id'])} {state['status']}",
+                             losses="  ".join(f"{k}={m[k]:.4g}" for k in LOSS_KEYS if k in m))
+
+    def stop(self) -> None:
+        self.progress.stop()
 
 
 def metrics(
@@ -111,7 +100,8 @@ def metrics(
         return
     rows = s.metrics(j.id)
     if json_:
-        print_json([{"step": m.step, "key": m.key, "value": m.value, "time": m.time.isoformat()}
+        print_json([{"step": m.step, "key": m.key, "value": m.value, "time": m.time.isoformat(),
+                     "epoch": m.epoch}
                     for m in rows])
         return
     keys = sorted({m.key for m in rows})

@@ -22,8 +22,9 @@ from gand.errors import CheckpointError
 FORMAT = 1
 
 
-def file_name(step: int) -> str:
-    return f"step_{step:08d}.pt"
+def file_name(step: int, epoch: int | None = None) -> str:
+    """`step_00000300-e2.pt`: the epoch of the lease that wrote it keeps owners apart."""
+    return f"step_{step:08d}" + (f"-e{epoch}" if epoch is not None else "") + ".pt"
 
 
 def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:

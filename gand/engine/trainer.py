@@ -22,12 +22,12 @@ from gand.engine import checkpoint as ckpt
 from gand.engine import faults
 from gand.engine import samples
 from gand.errors import UsageError
+from gand.jobs.config import JobConfig
 from gand.jobspec import data_infos, loss_class
 from gand.plugins import Registry
 
 SAMPLE_COUNT = 64      # images in a fixed-noise grid
 FLUSH_SECONDS = 2.0    # metrics reach the store in batches at most this often
-TICK_SECONDS = 1.0     # lease renewal / cancel polling interval
 
 
 class Diverged(Exception):
@@ -42,14 +42,19 @@ class Diverged(Exception):
 class Hooks:
     """What the loop tells the outside world, and how it hears that it must stop."""
 
-    # Called about once a second; returns a reason to stop ("cancel", "shutdown"...) or None.
+    # Called after every step, so it must be cheap (the worker's reads a flag its lease
+    # keeper sets); returns a reason to stop ("cancel", "shutdown", "lease-lost") or None.
     tick: Callable[[int], Optional[str]] = lambda step: None
     # A batch of (step, key, value) rows and the step reached.
     report: Callable[[list[tuple[int, str, float]], int], None] = lambda rows, step: None
-    checkpoint: Callable[[int, Path, int, str], None] = lambda step, path, n, sha: None
+    # The training state at a step, to write and record (the worker names the file after its
+    # lease's epoch and writes it only while the lease holds).
+    checkpoint: Callable[[int, dict[str, Any]], None] = lambda step, state: None
     artifact: Callable[[str, Path, int], None] = lambda kind, path, step: None
     # Called with the step after that step's checkpoint, every `eval.every` steps and at the end.
     evaluate: Callable[[int], None] = lambda step: None
+    # Added to the names of files the loop writes (sample grids), e.g. the lease's epoch "e3".
+    tag: str = ""
 
 
 @dataclass
@@ -81,7 +86,7 @@ def seed_everything(seed: int) -> None:
 class Run:
     """A job's config turned into live objects on a device."""
 
-    config: dict[str, Any]
+    config: JobConfig
     variant: Variant
     loss: Loss
     models: Models
@@ -89,24 +94,26 @@ class Run:
     data: list[DataSource] = field(default_factory=list)
 
     @classmethod
-    def build(cls, config: dict[str, Any], registry: Registry, device: Optional[str] = None,
-              load_data: bool = True) -> "Run":
-        dev = pick_device(device or config["device"])
-        variant = registry.variant(config["variant"])
-        loss = loss_class(registry, config["loss"])(config["options"])
+    def build(cls, config: JobConfig | dict[str, Any], registry: Registry,
+              device: Optional[str] = None, load_data: bool = True) -> "Run":
+        if isinstance(config, dict):  # as stored in a checkpoint or a job row
+            config = JobConfig.from_dict(config)
+        dev = pick_device(device or config.device)
+        variant = registry.variant(config.variant)
+        loss = loss_class(registry, config.loss)(config.options)
         infos = data_infos(config)
-        seed_everything(config["seed"])
-        models = variant.build(infos, config["options"], dev)
+        seed_everything(config.seed)
+        models = variant.build(infos, config.options, dev)
         data = []
         if load_data:
-            for d, info in zip(config["data"], infos):
-                dtype = registry.dataset_type(d["type"])
-                data.append(dtype.load(d["arg"], info, tuple(d["shape"]), dev))
+            for d, info in zip(config.data, infos):
+                dtype = registry.dataset_type(d.type)
+                data.append(dtype.load(d.arg, info, tuple(d.shape), dev))
         return cls(config, variant, loss, models, dev, data)
 
     def context(self, step: int) -> StepContext:
-        opts = self.config["options"]
-        return StepContext(step=step, total_steps=self.config["steps"], batch_size=opts["batch_size"],
+        opts = self.config.options
+        return StepContext(step=step, total_steps=self.config.steps, batch_size=opts["batch_size"],
                            device=self.device, options=opts, data=self.data,
                            precision=opts.get("precision", "fp32"))
 
@@ -114,7 +121,7 @@ class Run:
 
     def state(self, step: int) -> dict[str, Any]:
         return {"format": ckpt.FORMAT, "gand_version": __version__, "step": step,
-                "config": json.dumps(self.config), "models": self.models.state_dict(),
+                "config": json.dumps(self.config.to_dict()), "models": self.models.state_dict(),
                 "rng": ckpt.capture_rng()}
 
     def restore(self, state: dict[str, Any]) -> int:
@@ -125,18 +132,18 @@ class Run:
 
     def fixed_samples(self, n: int = SAMPLE_COUNT) -> torch.Tensor:
         # The same noise every time (seeded from the job), so grids over time are comparable.
-        g = torch.Generator(device=self.device).manual_seed(self.config["seed"])
+        g = torch.Generator(device=self.device).manual_seed(self.config.seed)
         return self.variant.preview(self.models, self.data, g, n)
 
 
 def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome:
     """Trains from `start_step` to the configured total, checkpointing and reporting as it goes."""
     cfg = run.config
-    total, bs = cfg["steps"], cfg["options"]["batch_size"]
-    ckpt_every, sample_every = cfg["checkpoint_every"], cfg["sample_every"]
-    eval_every = (cfg.get("eval") or {}).get("every", 0)
+    total, bs = cfg.steps, cfg.batch_size
+    ckpt_every, sample_every = cfg.checkpoint_every, cfg.sample_every
+    eval_every = cfg.eval.every if cfg.eval else 0
     pending: list[tuple[int, dict[str, torch.Tensor]]] = []
-    last_flush = last_tick = time.monotonic()
+    last_flush = time.monotonic()
     flushed_step = start_step
     step = start_step
     run.models.train()
@@ -163,12 +170,10 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
         bad = faults.non_finite_weight(run.models)
         if bad:
             raise Diverged(step, bad)
-        path = run_dir / "checkpoints" / ckpt.file_name(step)
-        nbytes, digest = ckpt.save(path, run.state(step))
-        hooks.checkpoint(step, path, nbytes, digest)
+        hooks.checkpoint(step, run.state(step))
 
     def save_samples() -> None:
-        path = run_dir / "samples" / f"step_{step:08d}.png"
+        path = run_dir / "samples" / f"step_{step:08d}{'-' + hooks.tag if hooks.tag else ''}.png"
         if run.data and run.data[0].info.kind == "vector":
             samples.save_vector_plot(run.fixed_samples(1000), run.data[0].sample(1000).x, path,
                                      f"step {step}")
@@ -195,12 +200,12 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
             hooks.evaluate(step)
         if step == total or (sample_every and step % sample_every == 0):
             save_samples()
-        # 4. Lease renewal and stop requests (cancel, shutdown), about once a second.
-        if now - last_tick >= TICK_SECONDS and step < total:
-            last_tick = now
-            reason = hooks.tick(step)
-            if reason:
-                flush()
-                save_checkpoint()
-                return Outcome(reason, step)
+        # 4. Stop requests (cancel, shutdown) and a lost lease, read from a flag each step.
+        reason = hooks.tick(step) if step < total else None
+        if reason == "lease-lost":
+            return Outcome(reason, step)  # someone else owns the job now: write nothing more
+        if reason:
+            flush()
+            save_checkpoint()
+            return Outcome(reason, step)
     return Outcome("completed", step)

@@ -58,13 +58,13 @@ class Evaluator:
         return data_infos(self.run.config)[0]
 
     def _reference(self) -> str:
-        spec = self.run.config["data"][0]["spec"]
+        spec = self.run.config.data[0].spec
         return f"{spec}: {self.num_samples} real examples (seed {REFERENCE_SEED})"
 
     def _generator(self, step: int) -> Callable[[int], torch.Tensor]:
         """n samples from the generator, drawn once per evaluation and shared by its metrics."""
         held: list[torch.Tensor] = []
-        seed = int(self.run.config["seed"]) + 1 + step
+        seed = int(self.run.config.seed) + 1 + step
 
         def generate(n: int) -> torch.Tensor:
             if held and held[0].shape[0] >= n:
@@ -110,15 +110,18 @@ class Evaluator:
 
 
 def record(store, job_id: str, step: int, results: list[Result],
-           best_by: Optional[dict[str, str]] = None) -> Optional[int]:
-    """Stores results with their protocol; marks the best checkpoint; returns its step."""
+           best_by: Optional[dict[str, str]] = None, fence=None) -> Optional[int]:
+    """Stores results with their protocol; marks the best checkpoint; returns its step.
+
+    `fence`: the worker's lease (gand.store.fence), so that a stale worker records nothing.
+    """
     for r in results:
         store.add_evaluations(job_id, step, r.metric, r.values, extractor=r.extractor,
-                              num_samples=r.num_samples, reference=r.reference)
-    return mark_best(store, job_id, best_by) if best_by else None
+                              num_samples=r.num_samples, reference=r.reference, fence=fence)
+    return mark_best(store, job_id, best_by, fence) if best_by else None
 
 
-def mark_best(store, job_id: str, best_by: dict[str, str]) -> Optional[int]:
+def mark_best(store, job_id: str, best_by: dict[str, str], fence=None) -> Optional[int]:
     """Marks the checkpoint whose evaluation is best by `best_by`; returns its step."""
     checkpoints = {c.step: c for c in store.checkpoints(job_id)}
     rows = [e for e in store.evaluations(job_id, best_by["key"])
@@ -130,17 +133,21 @@ def mark_best(store, job_id: str, best_by: dict[str, str]) -> Optional[int]:
     best = min(rows, key=lambda e: (sign * e.value, e.step))
     chosen = checkpoints[best.step]
     if not chosen.is_best:
-        store.mark_best(job_id, chosen.id)
+        store.mark_best(job_id, chosen.id, fence=fence)
     return best.step
 
 
 def periodic(store, job, current_run: Callable[[], Any], registry: Registry,
-             worker: Optional[str] = None, log=None) -> Callable[[int], None]:
+             worker: Optional[str] = None, log=None, fence=None) -> Callable[[int], None]:
     """The trainer's `evaluate` callback for a job submitted with --eval-every.
 
-    `current_run` returns the Run being trained (a rollback replaces it).
+    `current_run` returns the Run being trained (a rollback replaces it); `fence` is the
+    worker's lease: every value, best mark and event is written only while it holds.
     """
-    spec = (job.config or {}).get("eval")
+    from gand.jobs.config import JobConfig
+    from gand.store.fence import LeaseLost
+
+    spec = JobConfig.from_dict(job.config).eval
     if not spec:
         return lambda step: None
     state: dict[str, Evaluator] = {}
@@ -150,16 +157,20 @@ def periodic(store, job, current_run: Callable[[], Any], registry: Registry,
         try:
             run = current_run()
             if "e" not in state or state["e"].run is not run:
-                state["e"] = Evaluator(run, registry, spec["metrics"],
+                state["e"] = Evaluator(run, registry, list(spec.metrics),
                                        data=run.data[0] if run.data else None,
-                                       classifier=spec.get("classifier"),
-                                       num_samples=spec.get("num_samples"),
-                                       options=dict(spec.get("options") or {}), cache=cache)
-            results = state["e"].evaluate(step, warn=lambda text: store.note(job.id, text, worker))
-            record(store, job.id, step, results, spec.get("best_by"))
+                                       classifier=spec.classifier,
+                                       num_samples=spec.num_samples,
+                                       options=dict(spec.options), cache=cache)
+            results = state["e"].evaluate(
+                step, warn=lambda text: store.note(job.id, text, worker, fence=fence))
+            record(store, job.id, step, results, spec.best_by, fence=fence)
+        except LeaseLost:
+            raise  # not the metric's fault: the job has a new owner, and this worker must stop
         except Exception as e:  # a metric must never take the training down with it
             if log is not None:
                 log.exception("job %s: evaluation at step %d failed", job.id, step)
-            store.note(job.id, f"evaluation at step {step} failed: {type(e).__name__}: {e}", worker)
+            store.note(job.id, f"evaluation at step {step} failed: {type(e).__name__}: {e}",
+                       worker, fence=fence)
 
     return evaluate

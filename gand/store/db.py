@@ -11,12 +11,13 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gand.errors import NotFound, TransitionRejected, UsageError, one_of
 from gand.store import migrate
 from gand.store.connect import make_engine, retry_locked
+from gand.store.fence import Lease, LeaseLost
 from gand.store.models import (Artifact, Checkpoint, Dataset, Evaluation, Event, Job, Metric,
                                utcnow)
 from gand.store.states import ACTIVE, TERMINAL, JobStatus, check_transition
@@ -109,7 +110,8 @@ class Store:
     @retry_locked
     def transition(self, job_id: str, expected: JobStatus | Iterable[JobStatus], to: JobStatus,
                    *, worker: str | None = None, reason: str | None = None,
-                   expired_before: datetime | None = None, **fields: Any) -> Job:
+                   expired_before: datetime | None = None, fence: Lease | None = None,
+                   **fields: Any) -> Job:
         """Moves a job from one of `expected` to `to`, or raises TransitionRejected.
 
         `worker` names who made the move (recorded in the event) and becomes the job's worker
@@ -117,7 +119,8 @@ class Store:
         unless `fields` set them. `fields` may set: step, error, worker, lease_expires_at,
         recoveries, total_steps, config. With `expired_before`, the move also requires the
         job's lease to have run out before that time, so a reaper never takes a job whose
-        worker renewed its lease after the reaper looked.
+        worker renewed its lease after the reaper looked. With `fence`, the move also requires
+        the job to still be that lease's (same worker, same epoch): LeaseLost otherwise.
         """
         allowed = _as_set(expected)
         check_transition(allowed, to)
@@ -140,8 +143,12 @@ class Store:
                 where = [Job.id == job_id, Job.status == seen]
                 if expired_before is not None:
                     where.append(Job.lease_expires_at < expired_before)
+                if fence is not None:
+                    where += [Job.worker == fence.worker, Job.epoch == fence.epoch]
                 result = s.execute(update(Job).where(*where).values(**values)
                                    .execution_options(synchronize_session=False))
+                if result.rowcount != 1 and fence is not None:
+                    raise LeaseLost(fence)
                 if result.rowcount != 1 and expired_before is not None and s.scalar(
                         select(Job.status).where(Job.id == job_id)) == seen:
                     raise TransitionRejected(f"job {job_id}: its lease was renewed")
@@ -155,9 +162,20 @@ class Store:
                                      f"{s.scalar(select(Job.status).where(Job.id == job_id))}")
 
     @retry_locked
-    def heartbeat(self, job_id: str, worker: str, lease_seconds: float,
+    def claim(self, job_id: str, worker: str, lease_seconds: float) -> tuple[Job, Lease]:
+        """queued → running for `worker`, with a new epoch: the job and the lease to write under.
+
+        Raises TransitionRejected when the job is not queued (claimed elsewhere, cancelled).
+        """
+        job = self.transition(job_id, JobStatus.queued, JobStatus.running, worker=worker,
+                              reason="claimed", lease_expires_at=utcnow() + timedelta(
+                                  seconds=lease_seconds))
+        return job, Lease(job.id, worker, job.epoch)
+
+    @retry_locked
+    def heartbeat(self, lease: Lease, lease_seconds: float,
                   step: int | None = None) -> JobStatus | None:
-        """Renews `worker`'s lease on a job it holds: its status now, or None if it lost the job.
+        """Renews a lease: the job's status now, or None if the lease is lost.
 
         A worker sees a cancel request here as the status cancelling.
         """
@@ -165,15 +183,18 @@ class Store:
         values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds),
                                   "updated_at": now}
         if step is not None:
-            values["step"] = step
+            values["step"] = _at_least(step)
         with self.session() as s:
-            result = s.execute(
-                update(Job).where(Job.id == job_id, Job.worker == worker,
-                                  Job.status.in_(list(ACTIVE)))
-                .values(**values).execution_options(synchronize_session=False))
+            result = s.execute(update(Job).where(*_fence_clause(lease)).values(**values)
+                               .execution_options(synchronize_session=False))
             if result.rowcount != 1:
                 return None
-            return s.scalar(select(Job.status).where(Job.id == job_id))
+            return s.scalar(select(Job.status).where(Job.id == lease.job_id))
+
+    def check_lease(self, lease: Lease) -> None:
+        """Raises LeaseLost unless `lease` still holds (before a costly write, such as a file)."""
+        with self.session() as s:
+            _fence(s, lease, lease.job_id)
 
     def expired_leases(self, now: datetime | None = None) -> list[Job]:
         """Jobs a worker holds whose lease ran out before `now`: their worker is presumed dead."""
@@ -193,35 +214,47 @@ class Store:
 
     @retry_locked
     def add_metrics(self, job_id: str, rows: list[tuple[int, str, float]],
-                    step: int | None = None) -> None:
-        """Records (step, key, value) rows in one bulk insert, and the job's progress if `step`."""
+                    step: int | None = None, *, fence: Lease | None = None) -> None:
+        """Records (step, key, value) rows in one bulk insert, and the job's progress if `step`.
+
+        The rows carry the fence's epoch (the attempt); the job's step only ever grows.
+        """
         now = utcnow()
         with self.session() as s:
             _require_job(s, job_id)
+            _fence(s, fence, job_id)
+            epoch = fence.epoch if fence is not None else s.scalar(
+                select(Job.epoch).where(Job.id == job_id))
             if rows:
                 s.execute(insert(Metric), [
-                    {"job_id": job_id, "step": st, "key": k, "value": v, "time": now}
-                    for st, k, v in rows])
+                    {"job_id": job_id, "step": st, "key": k, "value": v, "time": now,
+                     "epoch": epoch} for st, k, v in rows])
             if step is not None:
                 s.execute(update(Job).where(Job.id == job_id)
-                          .values(step=step, updated_at=now)
+                          .values(step=_at_least(step), updated_at=now)
                           .execution_options(synchronize_session=False))
 
-    def metrics(self, job_id: str, key: str | None = None) -> list[Metric]:
+    def metrics(self, job_id: str, key: str | None = None, *,
+                superseded: bool = False) -> list[Metric]:
+        """A job's metric rows by step: one series, each step from the attempt that last
+        trained it; with `superseded`, also the rows of attempts that a resume went back on."""
         query = select(Metric).where(Metric.job_id == job_id)
         if key is not None:
             query = query.where(Metric.key == key)
         with self.session() as s:
+            if not superseded:
+                query = query.where(_live_metrics(s, job_id))
             return list(s.scalars(query.order_by(Metric.step, Metric.key, Metric.id)))
 
     def latest_metrics(self, job_id: str) -> dict[str, float]:
-        """Each key's value at the greatest step it was reported for."""
-        last = (select(Metric.key, func.max(Metric.step).label("step"))
-                .where(Metric.job_id == job_id).group_by(Metric.key).subquery())
-        query = (select(Metric.key, Metric.value)
-                 .join(last, and_(Metric.key == last.c.key, Metric.step == last.c.step))
-                 .where(Metric.job_id == job_id).order_by(Metric.id))
+        """Each key's value at the greatest step it was reported for (by the live attempt)."""
         with self.session() as s:
+            live = _live_metrics(s, job_id)
+            last = (select(Metric.key, func.max(Metric.step).label("step"))
+                    .where(Metric.job_id == job_id, live).group_by(Metric.key).subquery())
+            query = (select(Metric.key, Metric.value)
+                     .join(last, and_(Metric.key == last.c.key, Metric.step == last.c.step))
+                     .where(Metric.job_id == job_id, live).order_by(Metric.epoch, Metric.id))
             # Ordered by id, so a value reported twice for one step ends as the later one.
             return {key: value for key, value in s.execute(query)}
 
@@ -229,9 +262,10 @@ class Store:
 
     @retry_locked
     def add_checkpoint(self, job_id: str, step: int, path: str, nbytes: int,
-                       sha256: str) -> Checkpoint:
+                       sha256: str, *, fence: Lease | None = None) -> Checkpoint:
         with self.session() as s:
             _require_job(s, job_id)
+            _fence(s, fence, job_id)
             checkpoint = Checkpoint(job_id=job_id, step=step, path=str(path), bytes=nbytes,
                                     sha256=sha256, time=utcnow(), is_best=False)
             s.add(checkpoint)
@@ -243,18 +277,21 @@ class Store:
                                   .order_by(Checkpoint.step, Checkpoint.id)))
 
     @retry_locked
-    def delete_checkpoint(self, checkpoint_id: int) -> None:
+    def delete_checkpoint(self, checkpoint_id: int, *, fence: Lease | None = None) -> None:
         """Forgets a checkpoint's row; deleting its file is the caller's business."""
         with self.session() as s:
             checkpoint = s.get(Checkpoint, checkpoint_id)
             if checkpoint is None:
                 raise NotFound(f"no checkpoint {checkpoint_id!r}")
+            _fence(s, fence, checkpoint.job_id)
             s.delete(checkpoint)
 
     @retry_locked
-    def mark_best(self, job_id: str, checkpoint_id: int) -> Checkpoint:
+    def mark_best(self, job_id: str, checkpoint_id: int, *,
+                  fence: Lease | None = None) -> Checkpoint:
         """Makes one checkpoint the job's best, and none of its others."""
         with self.session() as s:
+            _fence(s, fence, job_id)
             checkpoint = s.get(Checkpoint, checkpoint_id)
             if checkpoint is None or checkpoint.job_id != job_id:
                 raise NotFound(f"no checkpoint {checkpoint_id!r} for job {job_id!r}")
@@ -266,9 +303,10 @@ class Store:
 
     @retry_locked
     def add_artifact(self, job_id: str, kind: str, path: str,
-                     step: int | None = None) -> Artifact:
+                     step: int | None = None, *, fence: Lease | None = None) -> Artifact:
         with self.session() as s:
             _require_job(s, job_id)
+            _fence(s, fence, job_id)
             artifact = Artifact(job_id=job_id, kind=kind, path=str(path), step=step,
                                 time=utcnow())
             s.add(artifact)
@@ -280,9 +318,11 @@ class Store:
                                   .order_by(Artifact.time, Artifact.id)))
 
     @retry_locked
-    def note(self, job_id: str, reason: str, worker: str | None = None) -> Event:
+    def note(self, job_id: str, reason: str, worker: str | None = None, *,
+             fence: Lease | None = None) -> Event:
         """An event that changes no state (a skipped checkpoint, a collapse warning...)."""
         with self.session() as s:
+            _fence(s, fence, job_id)
             status = _job(s, job_id).status
             event = Event(job_id=job_id, time=utcnow(), from_status=status, to_status=status,
                           worker=worker, reason=reason)
@@ -294,7 +334,8 @@ class Store:
     @retry_locked
     def add_evaluations(self, job_id: str, step: int, metric: str, values: dict[str, float], *,
                         extractor: str | None = None, num_samples: int | None = None,
-                        reference: str | None = None) -> list[Evaluation]:
+                        reference: str | None = None,
+                        fence: Lease | None = None) -> list[Evaluation]:
         """Records one metric's values at `step` with the protocol that produced them."""
         now = utcnow()
         rows = [Evaluation(job_id=job_id, step=step, metric=metric, key=k, value=float(v),
@@ -302,6 +343,7 @@ class Store:
                            time=now) for k, v in values.items()]
         with self.session() as s:
             _require_job(s, job_id)
+            _fence(s, fence, job_id)
             s.add_all(rows)
         return rows
 
@@ -358,7 +400,8 @@ def _transition_values(seen: JobStatus, to: JobStatus, now: datetime, worker: st
     """The columns a move from `seen` to `to` writes, besides what the caller asked for."""
     values: dict[str, Any] = {"status": to, "updated_at": now}
     if to == JobStatus.running:
-        values.update(started_at=now, worker=worker)
+        # A claim: a new owner, so a new fencing token that every earlier owner's writes fail.
+        values.update(started_at=now, worker=worker, epoch=Job.epoch + 1)
     if to in TERMINAL:
         values["finished_at"] = now
     elif seen in TERMINAL:
@@ -368,7 +411,51 @@ def _transition_values(seen: JobStatus, to: JobStatus, now: datetime, worker: st
     if seen in ACTIVE and to not in ACTIVE:
         values.update(worker=None, lease_expires_at=None)
     values.update(fields)
+    if "step" in fields:
+        values["step"] = _at_least(fields["step"])
     return values
+
+
+def _at_least(step: int) -> Any:
+    """SET step = max(step, :new): progress never goes back, whoever reports it late."""
+    return case((Job.step < step, step), else_=Job.step)
+
+
+def _fence_clause(lease: Lease) -> list[Any]:
+    return [Job.id == lease.job_id, Job.worker == lease.worker, Job.epoch == lease.epoch,
+            Job.status.in_(list(ACTIVE))]
+
+
+def _fence(session: Session, lease: Lease | None, job_id: str) -> None:
+    """Raises LeaseLost unless `lease` (when given) still owns the job, inside this transaction.
+
+    It is an UPDATE rather than a SELECT so that it takes the job row's write lock: a reaper
+    or a new claim cannot move the job between this check and the write that follows it.
+    """
+    if lease is None:
+        return
+    if lease.job_id != job_id:
+        raise ValueError(f"{lease} does not cover job {job_id}")
+    result = session.execute(update(Job).where(*_fence_clause(lease)).values(updated_at=utcnow())
+                             .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise LeaseLost(lease)
+
+
+def _live_metrics(session: Session, job_id: str) -> Any:
+    """The rows of a job's metrics that are its one series.
+
+    A job resumed from a checkpoint at step S re-trains S+1… under a new epoch, so a row of
+    epoch e is superseded once any later epoch reported a step at or before it.
+    """
+    firsts = session.execute(select(Metric.epoch, func.min(Metric.step))
+                             .where(Metric.job_id == job_id).group_by(Metric.epoch)).all()
+    conditions, cutoff = [], None
+    for epoch, first in sorted(firsts, reverse=True):
+        conditions.append(Metric.epoch == epoch if cutoff is None
+                          else and_(Metric.epoch == epoch, Metric.step < cutoff))
+        cutoff = first if cutoff is None else min(cutoff, first)
+    return or_(*conditions) if len(conditions) > 1 else true()
 
 
 def _job(session: Session, job_id: str) -> Job:

@@ -123,6 +123,8 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     recoveries: Mapped[int] = mapped_column(Integer, default=0)
+    # The fencing token: incremented by every claim; a worker writes only while it matches.
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -138,7 +140,7 @@ class Job(Base):
             "data": self.data, "config": self.config, "status": self.status.value,
             "step": self.step, "total_steps": self.total_steps, "queue": self.queue,
             "worker": self.worker, "lease_expires_at": _iso(self.lease_expires_at),
-            "recoveries": self.recoveries, "error": self.error,
+            "recoveries": self.recoveries, "epoch": self.epoch, "error": self.error,
             "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
         }
@@ -179,13 +181,16 @@ class Metric(Base):
     key: Mapped[str] = mapped_column(String)
     value: Mapped[float] = mapped_column(MetricValue(), nullable=True)
     time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The attempt (the claim's epoch) that trained this step; a resumed job re-trains steps, and
+    # readers show each step's value from the attempt that last trained it.
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"<Metric job {self.job_id} step {self.step} {self.key}={self.value}>"
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "job_id": self.job_id, "step": self.step, "key": self.key,
-                "value": self.value, "time": _iso(self.time)}
+                "value": self.value, "time": _iso(self.time), "epoch": self.epoch}
 
 
 class Checkpoint(Base):

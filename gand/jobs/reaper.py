@@ -1,6 +1,6 @@
 """The reaper: finds jobs whose worker died and sends them back to the queue.
 
-A worker renews its job's lease about once a second (runner.tick → Store.heartbeat). A lease that
+A worker's LeaseKeeper renews its job's lease several times a lease (gand.jobs.lease). A lease that
 has run out means the worker was SIGKILLed, its machine is gone or it lost the database; the
 reaper moves such a job running → recovering → queued (one event each) and publishes its message
 again, and the next worker continues from the latest valid checkpoint. Every worker runs a reaper
@@ -13,17 +13,15 @@ compare-and-set on `recovering`.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from gand import queue
 from gand.errors import GandError, TransitionRejected
+from gand.jobs.config import MAX_RECOVERIES
 from gand.store import JobStatus, Store
 
 log = logging.getLogger("gand.reaper")
-
-DEFAULT_MAX_RECOVERIES = 3
 
 
 @dataclass
@@ -86,7 +84,7 @@ def _recover(store: Store, job, reaper: str, now: datetime) -> Reaped:
 
 def _requeue(store: Store, job, reaper: str, dead: str | None, why: str | None) -> Reaped:
     why = why or f"recovery by a reaper that stopped half-way (worker {dead})"
-    limit = int(job.config.get("max_recoveries", DEFAULT_MAX_RECOVERIES))
+    limit = int(job.config.get("max_recoveries", MAX_RECOVERIES))  # any config version
     try:
         if job.recoveries >= limit:
             reason = (f"{why}; gave up after {job.recoveries} recoveries "
@@ -110,22 +108,3 @@ def _requeue(store: Store, job, reaper: str, dead: str | None, why: str | None) 
         return Reaped(job.id, dead, None, "requeued-not-sent", n, str(e))
     log.info("job %s: %s", job.id, reason)
     return Reaped(job.id, dead, None, "requeued", n, reason)
-
-
-class ReaperThread(threading.Thread):
-    """Runs a reaper pass when the worker starts and every `interval` seconds after."""
-
-    def __init__(self, store_factory, name: str, interval: float):
-        super().__init__(daemon=True, name="gand-reaper")
-        self.store_factory, self.reaper, self.interval = store_factory, name, interval
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        store = None
-        while not self.stop.is_set():
-            try:
-                store = store or self.store_factory()
-                reap(store, self.reaper)
-            except Exception:  # a database or broker outage must not kill the thread
-                log.warning("reaper pass failed; retrying in %.0fs", self.interval, exc_info=True)
-            self.stop.wait(self.interval)

@@ -1,0 +1,328 @@
+"""The job service: every operation on a job's life, for every front end and for the workers.
+
+The CLI's commands only parse arguments and print what these return; the workers claim, write
+and finish through them; the web dashboard calls the same methods. The store decides (every
+status change is a compare-and-set), the broker only wakes a worker.
+
+Reading (list, show, follow) needs neither torch nor the plugins nor Celery: those are imported
+by the operations that need them, so that `gand list` answers in a fraction of a second.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+
+from gand import settings as settings_mod
+from gand.errors import BrokerUnavailable, NotFound, StateError, TransitionRejected, UsageError
+from gand.jobs.config import JobConfig
+from gand.jobs.lease import lease_seconds
+from gand.store import ACTIVE, TERMINAL, Job, JobStatus, Store, parse_status
+from gand.store.fence import Lease, LeaseLost
+
+if TYPE_CHECKING:  # only for annotations: importing these costs torch
+    from gand.engine.trainer import Run
+    from gand.plugins import Registry
+
+log = logging.getLogger("gand.jobs")
+
+FOLLOW_POLL_SECONDS = 0.5
+
+
+def short(job_id: str) -> str:
+    return job_id[:12]
+
+
+@dataclass(frozen=True)
+class Resumed:
+    job: Job
+    from_step: int
+    total_steps: int
+
+
+class JobService:
+    """Jobs as the front ends and the workers see them, over one store and one broker."""
+
+    def __init__(self, settings: Optional[settings_mod.Settings] = None,
+                 store: Optional[Store] = None):
+        self.settings = settings or settings_mod.load()
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.database_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def find(self, ref: str) -> Job:
+        """The job whose id is `ref` or the only one that starts with it."""
+        return self.store.find_job(ref)
+
+    def list(self, status: Optional[str] = None) -> list[Job]:
+        """Jobs, newest first; only those in `status` (as the user typed it) if given."""
+        return self.store.list_jobs(parse_status(status) if status else None)
+
+    @staticmethod
+    def config(job: Job) -> JobConfig:
+        """The job's typed config, at its current total (a resume may have raised it)."""
+        return JobConfig.from_dict(job.config).with_steps(job.total_steps)
+
+    def show(self, ref: str) -> dict[str, Any]:
+        """Everything known about a job, in the shape of `gand show --json`."""
+        s = self.store
+        job = s.find_job(ref)
+        data = job.to_json()
+        data["metrics"] = s.latest_metrics(job.id)
+        data["checkpoints"] = [c.to_json() for c in s.checkpoints(job.id)]
+        data["artifacts"] = [a.to_json() for a in s.artifacts(job.id)]
+        data["events"] = [e.to_json() for e in s.events(job.id)]
+        data["evaluations"] = [e.to_json() for e in s.evaluations(job.id)]
+        return data
+
+    def progress(self, job_id: str) -> dict[str, Any]:
+        """A job's status, step and latest metrics: one frame of `follow`."""
+        j = self.store.get_job(job_id)
+        state = {"id": j.id, "status": j.status.value, "step": j.step,
+                 "total_steps": j.total_steps, "metrics": self.store.latest_metrics(j.id)}
+        if j.status in TERMINAL:
+            samples = [a.path for a in self.store.artifacts(j.id) if a.kind == "samples"]
+            state.update(error=j.error, samples=samples[-1] if samples else None)
+        return state
+
+    def follow(self, ref: str, poll: float = FOLLOW_POLL_SECONDS) -> Iterator[dict[str, Any]]:
+        """Yields a job's progress each time it changes, until (and including) its final state."""
+        job_id = self.find(ref).id
+        last = None
+        while True:
+            state = self.progress(job_id)
+            if state != last:
+                yield state
+                last = state
+            if JobStatus(state["status"]) in TERMINAL:
+                return
+            time.sleep(poll)
+
+    # --- changing ---------------------------------------------------------------------------
+
+    def submit(self, registry: "Registry", *, name: Optional[str] = None,
+               named_datasets: Optional[Callable[[], dict[str, str]]] = None,
+               **options: Any) -> Job:
+        """Validates a job (jobspec.build_config's options), records it and queues it.
+
+        Everything is checked before anything is written; if the broker refuses the message,
+        the job row is removed again, so a failed submit leaves nothing behind.
+        """
+        from gand import queue
+        from gand.jobspec import build_config
+
+        if name is not None and (not name.strip() or len(name) > 200 or not name.isprintable()):
+            raise UsageError(f"--name {name!r} is invalid; expected 1-200 printable characters")
+        config = build_config(registry, named=named_datasets or self.named_datasets, **options)
+        queue.check_broker()  # before writing anything: no job is left behind for a dead broker
+        job = self.store.create_job(variant=config.variant, loss=config.loss,
+                                    data=[d.spec for d in config.data], config=config.to_dict(),
+                                    total_steps=config.steps, queue=config.queue, name=name)
+        try:
+            queue.enqueue(job.id, job.queue)
+        except BrokerUnavailable:
+            self.store.delete_job(job.id)
+            raise
+        return job
+
+    def named_datasets(self) -> dict[str, str]:
+        return {d.name: d.spec for d in self.store.list_datasets()}
+
+    def cancel(self, ref: str) -> Job:
+        """A queued job is cancelled at once; a running one is asked to stop (its worker
+        checkpoints and records `cancelled` within about a second)."""
+        s = self.store
+        j = s.find_job(ref)
+        if j.status == JobStatus.queued:
+            return s.transition(j.id, JobStatus.queued, JobStatus.cancelled,
+                                reason="cancelled by user")
+        if j.status == JobStatus.running:
+            # The worker and its lease stay: it is the one that stops the job.
+            return s.transition(j.id, JobStatus.running, JobStatus.cancelling, worker=j.worker,
+                                reason="cancel requested", lease_expires_at=j.lease_expires_at)
+        if j.status == JobStatus.cancelling:
+            return j  # already on its way
+        raise StateError(f"job {short(j.id)} is {j.status.value}; only queued or running jobs "
+                         f"can be cancelled")
+
+    def resume(self, ref: str, steps: Optional[int] = None) -> Resumed:
+        """Queues a stopped job again; its worker continues from the latest checkpoint."""
+        from gand import queue
+
+        s = self.store
+        j = s.find_job(ref)
+        total = j.total_steps if steps is None else steps
+        if steps is not None and steps < 1:
+            raise UsageError(f"--steps {steps} is invalid; expected an integer ≥ 1")
+        if j.status in ACTIVE:
+            lease = j.lease_expires_at
+            if lease is not None and lease > datetime.now(timezone.utc):
+                raise StateError(f"job {short(j.id)} is {j.status.value} on worker {j.worker} "
+                                 f"(lease valid until {lease:%H:%M:%S}); cancel it first")
+            reason = f"resumed after worker {j.worker} stopped renewing its lease"
+        elif j.status in TERMINAL:
+            reason = "resumed by user"
+        else:
+            raise StateError(f"job {short(j.id)} is {j.status.value}; nothing to resume")
+        reached = max([c.step for c in s.checkpoints(j.id)], default=0)
+        if total <= reached:
+            raise UsageError(f"job {short(j.id)} already reached step {reached}; pass --steps N "
+                             f"with N > {reached} to train further")
+        queue.check_broker()
+        j = s.transition(j.id, j.status, JobStatus.queued, reason=reason, total_steps=total,
+                         error=None)
+        queue.enqueue(j.id, j.queue)
+        return Resumed(j, reached, total)
+
+    def reap(self, reaper: str):
+        """One reaper pass: requeues every job whose worker stopped renewing its lease."""
+        from gand.jobs.reaper import reap
+
+        return reap(self.store, reaper)
+
+    # --- using a trained job ----------------------------------------------------------------
+
+    def load_run(self, registry: "Registry", ref: str, which: str = "latest",
+                 device: str = "cpu") -> tuple[Job, "Run", int]:
+        """The job's models restored from one of its checkpoints, without loading its data."""
+        from gand.engine import checkpoint as ckpt
+        from gand.engine.trainer import Run
+
+        s = self.store
+        j = s.find_job(ref)
+        cps = sorted(s.checkpoints(j.id), key=lambda c: c.step)
+        if not cps:
+            raise NotFound(f"job {short(j.id)} has no checkpoint yet")
+        if which == "latest":
+            chosen = cps[-1]
+        elif which == "best":
+            best = [c for c in cps if c.is_best]
+            if not best:
+                raise NotFound(f"job {short(j.id)} has no best checkpoint (submit with "
+                               f"--best-by METRIC)")
+            chosen = best[-1]
+        elif which.isdigit():
+            match = [c for c in cps if c.step == int(which)]
+            if not match:
+                raise NotFound(f"job {short(j.id)} has no checkpoint at step {which}; steps: "
+                               f"{', '.join(str(c.step) for c in cps)}")
+            chosen = match[0]
+        else:
+            raise UsageError(f"--checkpoint {which!r} is invalid; expected latest, best or a "
+                             f"step number")
+        run = Run.build(self.config(j), registry, device=device, load_data=False)
+        run.restore(ckpt.load(Path(chosen.path), chosen.sha256, map_location=run.device))
+        return j, run, chosen.step
+
+    # --- the worker's side ------------------------------------------------------------------
+
+    def claim(self, job_id: str, worker: str) -> Optional["JobWriter"]:
+        """Takes a queued job for `worker`: a writer bound to the new lease, or None when the
+        job is unknown or no longer queued (a re-delivered message, a claim elsewhere)."""
+        s = self.store
+        try:
+            job = s.get_job(job_id)
+        except NotFound:
+            log.warning("dropping message for unknown job %s", job_id)
+            return None
+        if job.status != JobStatus.queued:
+            log.info("dropping message for job %s: it is %s", job_id, job.status)
+            return None
+        try:
+            job, lease = s.claim(job_id, worker, lease_seconds())
+        except TransitionRejected:
+            log.info("job %s was claimed elsewhere", job_id)
+            return None
+        return JobWriter(self, job, lease)
+
+
+class JobWriter:
+    """Everything a worker writes for the job it claimed, each write fenced by its lease.
+
+    Once the lease is lost every method raises LeaseLost and nothing is written: the worker
+    must stop the job's loop (see gand.store.fence).
+    """
+
+    def __init__(self, service: JobService, job: Job, lease: Lease):
+        self.service, self.store, self.job, self.lease = service, service.store, job, lease
+        self.config = service.config(job)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    def heartbeat(self, step: Optional[int] = None) -> Optional[JobStatus]:
+        return self.store.heartbeat(self.lease, lease_seconds(), step)
+
+    def check(self) -> None:
+        self.store.check_lease(self.lease)
+
+    def report(self, rows: list[tuple[int, str, float]], step: int) -> None:
+        self.store.add_metrics(self.job_id, rows, step, fence=self.lease)
+
+    def checkpoint(self, step: int, path: Path, nbytes: int, sha256: str):
+        return self.store.add_checkpoint(self.job_id, step, str(path), nbytes, sha256,
+                                         fence=self.lease)
+
+    def prune_checkpoints(self, keep: int) -> None:
+        """Deletes all but the newest `keep` checkpoints (0: keep all), never the best one."""
+        if keep <= 0:
+            return
+        cps = sorted(self.store.checkpoints(self.job_id), key=lambda c: (c.step, c.id))
+        for c in cps[:-keep]:
+            if c.is_best:
+                continue
+            # Row first, fenced: a stale worker deletes nothing; a crash in between leaves a
+            # stray file, never a row without its file.
+            self.store.delete_checkpoint(c.id, fence=self.lease)
+            Path(c.path).unlink(missing_ok=True)
+
+    def artifact(self, kind: str, path: Path, step: Optional[int]) -> None:
+        self.store.add_artifact(self.job_id, kind, str(path), step, fence=self.lease)
+
+    def note(self, reason: str) -> None:
+        self.store.note(self.job_id, reason, self.lease.worker, fence=self.lease)
+
+    def finish(self, to: JobStatus, *, reason: str, **fields: Any) -> str:
+        """Records how the job ended; a lost lease records nothing."""
+        # Only a job already asked to stop can become cancelled; success or failure ends either.
+        expected = {JobStatus.cancelling} if to == JobStatus.cancelled else ACTIVE
+        try:
+            self.store.transition(self.job_id, expected, to, worker=self.lease.worker,
+                                  reason=reason, fence=self.lease, **fields)
+        except LeaseLost:
+            log.warning("%s: not recording %s: the lease is lost", self.lease, to.value)
+            return "lease-lost"
+        except TransitionRejected as e:
+            log.warning("job %s: could not record %s: %s", self.job_id, to.value, e)
+        log.info("job %s %s: %s", self.job_id, to.value, reason)
+        return to.value
+
+    def hand_back(self, step: int) -> str:
+        """The worker is shutting down: the job goes back to the queue at this checkpoint."""
+        from gand import queue
+
+        try:
+            self.store.transition(self.job_id, JobStatus.running, JobStatus.queued,
+                                  worker=self.lease.worker, fence=self.lease, step=step,
+                                  reason=f"worker {self.lease.worker} shutting down; requeued "
+                                         f"at step {step}")
+        except LeaseLost:
+            return "lease-lost"
+        except TransitionRejected:  # cancelled meanwhile
+            return self.finish(JobStatus.cancelled, reason="cancelled by user")
+        queue.enqueue(self.job_id, self.job.queue)
+        return "requeued"
