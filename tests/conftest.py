@@ -224,10 +224,7 @@ class InProcessGand:
 def _forget_cli_caches() -> None:
     from gand.cli import context
 
-    if context.store.cache_info().currsize:
-        context.store().close()
-    context.store.cache_clear()
-    context.settings.cache_clear()
+    context.reset()
 
 
 @pytest.fixture

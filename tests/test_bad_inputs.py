@@ -32,7 +32,8 @@ def home(tmp_path_factory):
     from gand import plugins
     from gand.jobspec import build_config
 
-    config = build_config(plugins.load(), variant="gan", data="ring8", steps=10, device="cpu")
+    config = build_config(plugins.load(), variant="gan", data="ring8", steps=10,
+                          device="cpu").to_dict()
     now = utcnow()
     with store_of(g).session() as s:
         for job_id, status in ((A, JobStatus.succeeded), (B, JobStatus.failed),

@@ -116,9 +116,9 @@ def test_submit_checks(tmp_path):
     reg = plugins.load()
     a, b = make_domains(tmp_path)
     cfg = build_config(reg, variant="cyclegan", data=f"{a},{b}")
-    assert cfg["loss"] == "ls" and cfg["options"]["lambda_cycle"] == 10
-    assert cfg["options"]["lambda_identity"] == 5 and cfg["options"]["res_blocks"] == 9
-    assert [d["shape"] for d in cfg["data"]] == [[3, 32, 32], [3, 32, 32]]  # grey B → colour
+    assert cfg.loss == "ls" and cfg.options["lambda_cycle"] == 10
+    assert cfg.options["lambda_identity"] == 5 and cfg.options["res_blocks"] == 9
+    assert [d.shape for d in cfg.data] == [(3, 32, 32), (3, 32, 32)]  # grey B → colour
     with pytest.raises(UsageError, match="takes 2 dataset"):
         build_config(reg, variant="cyclegan", data=str(a))
     with pytest.raises(UsageError, match="Lipschitz"):
@@ -164,7 +164,7 @@ def test_cyclegan_job_trains_resumes_and_translates(gand, tmp_path):
     store = Store(f"sqlite:///{gand.home / 'gand.db'}")
     # Another variant's job, recorded but never run: translate must refuse it.
     other_id = store.create_job(variant="gan", loss="bce", data=["ring8"], total_steps=10,
-                                config=build_config(plugins.load(), variant="gan", data="ring8"),
+                                config=build_config(plugins.load(), variant="gan", data="ring8").to_dict(),
                                 queue="elsewhere").id
     gand.worker(burst=False)  # one worker for the job and its resume
     wait_succeeded(gand, store, job_id, 3)

@@ -59,10 +59,7 @@ class InProcessGand(Gand):
 
 
 def _forget_settings(context) -> None:
-    if context.store.cache_info().currsize:
-        context.store().close()
-    context.store.cache_clear()
-    context.settings.cache_clear()
+    context.reset()
 
 
 @pytest.fixture(scope="module")

@@ -210,7 +210,7 @@ def test_combination_trains_or_is_refused(registry, mnist_source, variant, data,
         assert refusal in str(e.value) and "\n" not in str(e.value)
         return
     cfg = submit()
-    assert cfg["loss"] == loss
+    assert cfg.loss == loss
     run = Run.build(cfg, registry, load_data=data == RING)
     if not run.data:
         run.data = mnist_source
@@ -240,14 +240,14 @@ def test_variant_defaults_and_training_tricks(registry, variant, data, opt_cls, 
     sets = ["lr_g=2e-3", "lr_d=3e-4", "d_steps=2"] if variant == "gan" else []
     cfg = build_config(registry, variant=variant, data=data, steps=1, sets=sets, device="cpu")
     run = Run.build(cfg, registry, load_data=data == RING)
-    assert cfg["options"]["d_steps"] == d_steps
+    assert cfg.options["d_steps"] == d_steps
     if run.data:  # one generator update makes d_steps discriminator updates
         run.variant.train_step(run.models, run.loss, run.context(1))
         steps = {net: int(next(iter(run.models.optimizers[net].state.values()))["step"])
                  for net in ("G", "D")}
         assert steps == {"G": 1, "D": d_steps}
     for key, value in checks.items():
-        assert cfg["options"][key] == value
+        assert cfg.options[key] == value
     for net, lr in (("G", lr_g), ("D", lr_d)):
         opt = run.models.optimizers[net]
         assert type(opt) is opt_cls and opt.param_groups[0]["lr"] == pytest.approx(lr)

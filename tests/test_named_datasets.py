@@ -144,7 +144,7 @@ def test_names_resolve_one_by_one_in_a_comma_separated_list(tmp_path):
     # Types win over names, paths are paths; names are looked up only when needed.
     assert resolve_data(reg, "ring8", lambda: pytest.fail("names were asked for")).name is None
     config = build_config(reg, variant="gan", data="faces", steps=5, named=lambda: named)
-    assert config["data"][0]["spec"] == f"folder:{faces}" and config["data"][0]["name"] == "faces"
+    assert config.data[0].spec == f"folder:{faces}" and config.data[0].name == "faces"
     with pytest.raises(UsageError, match="registered names: anime or faces"):
         resolve_data(reg, "face", lambda: named)
 

@@ -34,10 +34,7 @@ def reset_caches() -> None:
     from gand import plugins, queue
     from gand.cli import context
 
-    if context.store.cache_info().currsize:
-        context.store().close()
-    context.store.cache_clear()
-    context.settings.cache_clear()
+    context.reset()
     plugins._cached = None
     queue._app = None
 
@@ -267,7 +264,7 @@ def test_duplicate_message_runs_once_and_sqlite_takes_two_writers(gand_factory):
 
 def test_two_reapers_recover_a_job_once(gand, monkeypatch):
     """Four reapers racing over dead jobs: one recovery each; the cap fails; cancelling ends."""
-    from gand_workers import reaper
+    from gand.jobs import reaper
 
     from gand import queue, settings
     from gand.store import JobStatus, Store
@@ -375,7 +372,7 @@ def test_corrupt_latest_checkpoint_is_skipped_and_retention_keeps_k(fleet):
     job = wait_job(g, job_id, {"succeeded", "failed"}, timeout=120)
     assert [c["step"] for c in job["checkpoints"]] == [200, 250, 300], job
     on_disk = sorted(p.name for p in (g.home / "runs" / job_id / "checkpoints").glob("*.pt"))
-    assert on_disk == [ckpt.file_name(s) for s in (200, 250, 300)]  # older files deleted too
+    assert on_disk == [ckpt.file_name(s, 1) for s in (200, 250, 300)]  # older files deleted too
 
     latest = Path(job["checkpoints"][-1]["path"])
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # truncated
@@ -384,23 +381,28 @@ def test_corrupt_latest_checkpoint_is_skipped_and_retention_keeps_k(fleet):
     assert job["status"] == "succeeded" and job["step"] == 350
     assert "skipped checkpoint at step 300" in reasons(job)
     steps = g_steps(g, job_id)
-    assert steps.count(250) == 1 and steps.count(251) == 2  # continued from step 250
+    assert steps.count(250) == 1 and steps.count(251) == 1  # one series: the latest attempt's
+    every = [m.step for m in store_of(g).metrics(job_id, "g_loss", superseded=True)]
+    assert every.count(251) == 2 and every.count(300) == 2  # continued from step 250
 
 
 def test_retention_never_deletes_the_best(tmp_path):
-    from gand_workers.runner import prune_checkpoints
-
+    from gand import plugins
+    from gand.jobs.service import JobService, JobWriter
+    from gand.jobspec import build_config
     from gand.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'g.db'}")
-    job = store.create_job(variant="gan", loss="bce", data=["ring8"], config={}, total_steps=5)
+    config = build_config(plugins.load(), variant="gan", data="ring8", steps=5).to_dict()
+    job = store.create_job(variant="gan", loss="bce", data=["ring8"], config=config, total_steps=5)
+    job, lease = store.claim(job.id, "w1", 60)
     rows = []
     for step in range(1, 6):
         f = tmp_path / f"{step}.pt"
         f.write_bytes(b"x")
         rows.append(store.add_checkpoint(job.id, step, str(f), 1, "0" * 64))
     store.mark_best(job.id, rows[1].id)
-    prune_checkpoints(store, job.id, 2)
+    JobWriter(JobService(store=store), job, lease).prune_checkpoints(2)
     assert [c.step for c in store.checkpoints(job.id)] == [2, 4, 5]
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["2.pt", "4.pt", "5.pt"]
 

@@ -25,8 +25,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from gand.errors import GandError, NotFound, TransitionRejected, UsageError
-from gand.store import ACTIVE, TERMINAL, TRANSITIONS, JobStatus, Store, parse_status
-from gand.store import migrate
+from gand.store import ACTIVE, TERMINAL, TRANSITIONS, JobStatus, Store, migrate, parse_status
+from gand.store.fence import Lease, LeaseLost
 from gand.store.connect import LOCKED_RETRIES, retry_locked
 from gand.store.models import Base, Job, utcnow
 from gand.store.states import check_transition
@@ -214,7 +214,7 @@ def test_to_json_has_the_documented_keys_and_is_json(store):
     data = job.to_json()
     assert list(data) == ["id", "name", "variant", "loss", "data", "config", "status", "step",
                           "total_steps", "queue", "worker", "lease_expires_at", "recoveries",
-                          "error", "created_at", "updated_at", "started_at", "finished_at"]
+                          "epoch", "error", "created_at", "updated_at", "started_at", "finished_at"]
     assert (data["status"], data["data"], data["config"]) == ("queued", ["mnist"], {"lr": 2e-4})
     assert data["created_at"].endswith("+00:00")
     json.dumps([data] + [e.to_json() for e in store.events(job.id)])
@@ -224,19 +224,19 @@ def test_to_json_has_the_documented_keys_and_is_json(store):
 
 def test_heartbeat_renews_only_the_holding_workers_lease(store):
     job = new_job(store)
-    store.transition(job.id, S.queued, S.running, worker="w1",
-                     lease_expires_at=utcnow() + timedelta(seconds=5))
+    _, lease = store.claim(job.id, "w1", 5)
     before = utcnow()
-    assert store.heartbeat(job.id, "w1", 60, step=7) is S.running
+    assert store.heartbeat(lease, 60, step=7) is S.running
     held = store.get_job(job.id)
     assert held.step == 7 and held.lease_expires_at >= before + timedelta(seconds=60)
-    assert store.heartbeat(job.id, "w2", 600) is None
+    assert store.heartbeat(Lease(job.id, "w2", lease.epoch), 600) is None  # not its worker
+    assert store.heartbeat(Lease(job.id, "w1", lease.epoch + 1), 600) is None  # not its epoch
     assert store.get_job(job.id).lease_expires_at == held.lease_expires_at
     store.transition(job.id, S.running, S.cancelling)
-    assert store.heartbeat(job.id, "w1", 60) is S.cancelling  # how the worker learns of a cancel
+    assert store.heartbeat(lease, 60) is S.cancelling  # how the worker learns of a cancel
     store.transition(job.id, S.cancelling, S.cancelled)
-    assert store.heartbeat(job.id, "w1", 60) is None
-    assert store.heartbeat("0" * 32, "w1", 60) is None
+    assert store.heartbeat(lease, 60) is None
+    assert store.heartbeat(Lease("0" * 32, "w1", 1), 60) is None
 
 
 def test_expired_leases_lists_held_jobs_whose_lease_ran_out(store):
@@ -345,7 +345,7 @@ def test_artifacts(store):
 
 def test_a_fresh_database_is_migrated_to_head_matching_the_models(store):
     with store.engine.connect() as conn:
-        assert migrate.current_revisions(conn) == migrate.head_revisions() == {"0002"}
+        assert migrate.current_revisions(conn) == migrate.head_revisions() == {migrate.HEAD}
         # Autogenerate would write nothing: the migrations create exactly what the models say.
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
@@ -391,14 +391,14 @@ def test_many_writers_at_once_do_not_fail(db_url):
     # Two stores are two connection pools, as two processes would have.
     stores = [Store(db_url), Store(db_url)]
     jobs = [new_job(stores[0]) for _ in range(4)]
-    for i, job in enumerate(jobs):
-        stores[0].transition(job.id, S.queued, S.running, worker=f"w{i}")
+    leases = [stores[0].claim(job.id, f"w{i}", 30)[1] for i, job in enumerate(jobs)]
 
     def work(i: int) -> None:
-        store, job = stores[i % 2], jobs[i % 4]
+        store, job, lease = stores[i % 2], jobs[i % 4], leases[i % 4]
         for step in range(15):
-            store.add_metrics(job.id, [(step, f"k{i}", 1.0), (step, f"j{i}", 2.0)], step=step)
-            assert store.heartbeat(job.id, f"w{i % 4}", 30) is S.running
+            store.add_metrics(job.id, [(step, f"k{i}", 1.0), (step, f"j{i}", 2.0)], step=step,
+                              fence=lease)
+            assert store.heartbeat(lease, 30) is S.running
             new_job(store, name=f"t{i}-{step}")
 
     with ThreadPoolExecutor(8) as pool:

@@ -143,8 +143,8 @@ def test_style_mixing_grid_layout():
 def test_submit_checks():
     reg = plugins.load()
     cfg = build_config(reg, variant="stylegan", data=f"mnist:{MNIST}", sets=["z_dim=32"])
-    assert cfg["loss"] == "bce+r1" and cfg["data"][0]["shape"] == [1, 32, 32]
-    assert cfg["options"]["r1_gamma"] == 10 and cfg["options"]["d_norm"] == "none"
+    assert cfg.loss == "bce+r1" and cfg.data[0].shape == (1, 32, 32)
+    assert cfg.options["r1_gamma"] == 10 and cfg.options["d_norm"] == "none"
     with pytest.raises(UsageError, match="BatchNorm"):
         build_config(reg, variant="stylegan", data=f"mnist:{MNIST}", sets=["d_norm=batch"])
     with pytest.raises(UsageError, match="stylegan takes image data"):
@@ -186,8 +186,7 @@ def test_stylegan_job_trains_resumes_and_generates(gand, tmp_path):
     assert run.restore(s4) == 4 and torch.equal(run.models.extras["w_avg"], w4)
     # Continuing in-process from step 4 reproduces the worker's resumed steps, so the worker
     # went on from the saved w_avg (a fresh one would differ by far more than rounding).
-    config["steps"] = 6
-    run.config = config
+    run.config = run.config.with_steps(6)
     out = train(run, tmp_path / "replay", Hooks(), start_step=4)
     assert out.step == 6
     assert torch.allclose(run.models.extras["w_avg"], w6, atol=1e-4), \
