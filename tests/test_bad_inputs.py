@@ -1,7 +1,7 @@
 """Every kind of bad input, table-driven: one line on stderr, a non-zero exit, no traceback, and
 nothing changed — the store's row counts are the same and no message is queued.
 
-The CLI runs in this process (`cli` from test_reliability: caches cleared, the test's
+The CLI runs in this process (`cli` from support: process globals reset, the test's
 environment), so the whole table takes seconds; a few cases go through the real `gand`
 entry point in a subprocess to show the in-process runs stand for it.
 """
@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Gand, make_env
+from support import Gand, cli, make_env
 from PIL import Image
-from test_reliability import cli, store_of
 
 A = "abc1230000000000000000000000000a"  # two jobs whose ids share the prefix "abc123"
 B = "abc1230000000000000000000000000b"
@@ -35,7 +34,7 @@ def home(tmp_path_factory):
     config = build_config(plugins.load(), variant="gan", data="ring8", steps=10,
                           device="cpu").to_dict()
     now = utcnow()
-    with store_of(g).session() as s:
+    with g.store().session() as s:
         for job_id, status in ((A, JobStatus.succeeded), (B, JobStatus.failed),
                                (Q, JobStatus.queued), (NONE, JobStatus.succeeded)):
             s.add(Job(id=job_id, variant="gan", loss="bce", data=["ring8"], config=config,
@@ -164,14 +163,14 @@ def _queued(g) -> list[Path]:
 
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(home, args, message):
-    before = store_of(home).count_rows()
+    before = home.store().count_rows()
     code, out, err = cli(home, *_args(args, home.home))
     assert code != 0, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gand: error: "), err
     assert message in lines[0], lines[0]
     assert "Traceback" not in out + err
-    assert store_of(home).count_rows() == before
+    assert home.store().count_rows() == before
     assert not _queued(home), "nothing may be queued"
 
 
@@ -192,12 +191,12 @@ REAL = [
 
 @pytest.mark.parametrize("args,message", REAL, ids=[" ".join(a)[:40] for a, _ in REAL])
 def test_bad_input_through_the_real_entry_point(home, args, message):
-    before = store_of(home).count_rows()
+    before = home.store().count_rows()
     p = home.run(*args, check=False, timeout=60)
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and len(lines) == 1 and message in lines[0], p.stderr
     assert "Traceback" not in p.stdout + p.stderr
-    assert store_of(home).count_rows() == before and not _queued(home)
+    assert home.store().count_rows() == before and not _queued(home)
 
 
 def test_a_job_name_never_becomes_a_path(home):

@@ -20,7 +20,7 @@ from gand.engine import checkpoint as ckpt
 from gand.engine import options as engine_options
 from gand.errors import UsageError
 from gand.jobspec import build_config
-from conftest import wait_succeeded
+from support import wait_succeeded
 
 CPU = torch.device("cpu")
 TINY = ["--set", "res_blocks=6", "--set", "ngf=8", "--set", "ndf=8", "--set", "pool_size=8"]
@@ -123,7 +123,7 @@ def test_submit_checks(tmp_path):
         build_config(reg, variant="cyclegan", data=str(a))
     with pytest.raises(UsageError, match="Lipschitz"):
         build_config(reg, variant="cyclegan", data=f"{a},{b}", loss="wasserstein")
-    assert build_config(reg, variant="cyclegan", data=f"{a},{b}", loss="hinge")["loss"] == "hinge"
+    assert build_config(reg, variant="cyclegan", data=f"{a},{b}", loss="hinge").loss == "hinge"
     with pytest.raises(UsageError, match="image_size=30"):
         build_config(reg, variant="cyclegan", data=f"{a},{b}", sets=["image_size=30"])
     with pytest.raises(UsageError, match="d_steps=5: variant cyclegan does not use"):

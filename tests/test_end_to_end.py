@@ -15,18 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MNIST
-
-
-def store_counts(g) -> dict:
-    from gand.store import Store
-
-    url = g.env.get("GAND_DATABASE_URL") or f"sqlite:///{g.home / 'gand.db'}"
-    s = Store(url)
-    try:
-        return s.count_rows()
-    finally:
-        s.close()
+from support import MNIST
 
 
 def test_ring8_job_succeeds_and_generates(gand):
@@ -183,13 +172,13 @@ REJECTED = [
 @pytest.mark.parametrize("args,message", REJECTED, ids=[" ".join(a[:4]) for a, _ in REJECTED])
 def test_rejected_with_one_line_and_nothing_changed(gand, args, message):
     gand.run("list")  # creates the database, so its row counts can be compared
-    before = store_counts(gand)
+    before = gand.store().count_rows()
     p = gand.run(*args, check=False)
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], p.stderr
     assert "Traceback" not in p.stderr + p.stdout
-    assert store_counts(gand) == before
+    assert gand.store().count_rows() == before
     queue_dir = gand.home / "broker" / "queue"
     assert not queue_dir.exists() or not any(queue_dir.iterdir()), "nothing may be queued"
 

@@ -17,55 +17,17 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import MNIST, Gand, make_env
-from test_metrics import trained_classifier
+from support import MNIST, Gand, InProcessCli, make_env, trained_classifier
 
 DCGAN_STEPS = 300
 EVAL_EVERY = 150
 RING_STEPS = 300
 
 
-class InProcessGand(Gand):
-    """Runs `gand` commands through the CLI's main() in this process; workers stay processes.
-
-    An interpreter start costs seconds on the shared test machine; the commands, the store and
-    the worker are the real ones. `Gand.run(g, ...)` still runs a command in a subprocess.
-    """
-
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        from gand.cli import context, main
-
-        out, err = io.StringIO(), io.StringIO()
-        code = 0
-        with pytest.MonkeyPatch.context() as mp:
-            for key in [k for k in os.environ if k.startswith("GAND_")]:
-                mp.delenv(key)
-            for key, value in self.env.items():
-                mp.setenv(key, value)
-            mp.chdir(self.home)
-            _forget_settings(context)
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    main.main(list(args))
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            finally:
-                _forget_settings(context)
-        p = subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
-        if check and code != 0:
-            raise AssertionError(f"gand {' '.join(args)} exited {code}\nstdout: {p.stdout}\n"
-                                 f"stderr: {p.stderr}")
-        return p
-
-
-def _forget_settings(context) -> None:
-    context.reset()
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     home = tmp_path_factory.mktemp("evalhome")
-    g = InProcessGand(home, make_env(home, "filesystem", "sqlite"))
+    g = InProcessCli(Gand(home, make_env(home, "filesystem", "sqlite")))
     classifier = trained_classifier(tmp_path_factory.getbasetemp())
     dcgan = g.submit("dcgan", "--data", f"mnist:{MNIST}", "--steps", str(DCGAN_STEPS),
                      "--batch-size", "64", "--set", "ngf=16", "--set", "ndf=16", "--lr", "1e-3",

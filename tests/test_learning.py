@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MNIST
+from support import MNIST
 from torch import nn
 
 from gand import plugins
@@ -20,11 +20,6 @@ from gand.engine.trainer import Hooks, Run, train
 from gand.jobspec import build_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return plugins.load()
 
 
 def trained(registry, tmp_path: Path, variant: str, data: str, steps: int, sets: list[str],

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import MNIST
+from support import MNIST
 from torch import nn
 
 from gand import plugins
@@ -30,11 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return plugins.load()
 
 
 def D(x: torch.Tensor) -> torch.Tensor:

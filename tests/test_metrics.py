@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MNIST
+from support import MNIST, mnist_tensors
 from gand import plugins
 from gand.api import DataInfo, EvalContext, Metric
 from gand.errors import PluginError, UsageError
@@ -21,42 +21,9 @@ from gand.evaluation import distances, features, plots
 from gand.engine import interpolate as interp
 from gand.hookspecs import hookimpl
 
-CLASSIFIER_FILE = "mnist_classifier.pt"
-
-
-def mnist_tensors() -> tuple[torch.Tensor, torch.Tensor]:
-    reg = plugins.load()
-    mnist = reg.dataset_type("mnist")
-    info = mnist.describe(str(MNIST))
-    src = mnist.load(str(MNIST), info, (1, 28, 28), torch.device("cpu"))
-    return src.x, src.y
-
-
-def trained_classifier(base) -> str:
-    """The session's classifier file, trained on first use (one epoch on MNIST)."""
-    path = base / CLASSIFIER_FILE
-    if not path.exists():
-        x, y = mnist_tensors()
-        # One epoch over 9000 images (1000 held out): about 95% held-out accuracy.
-        model, meta = clf.train(x, y, epochs=1, seed=0)
-        assert meta["holdout_accuracy"] > 0.9, meta
-        clf.save(model, meta, path)
-    return str(path)
-
-
-@pytest.fixture(scope="session")
-def mnist_classifier(tmp_path_factory) -> str:
-    return trained_classifier(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture(scope="module")
 def mnist() -> tuple[torch.Tensor, torch.Tensor]:
     return mnist_tensors()
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return plugins.load()
 
 
 def context(info: DataInfo, fake: torch.Tensor, real: torch.Tensor | None = None, **kw) -> EvalContext:

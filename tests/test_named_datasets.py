@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MNIST
+from support import MNIST
 from PIL import Image
 
 from gand import plugins

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Gand, make_env
+from support import Exploit, Gand, cli, make_env, wait_for
 
 from gand.engine import checkpoint as ckpt
 from gand.errors import CheckpointError, UsageError
@@ -29,59 +29,15 @@ from gand.errors import CheckpointError, UsageError
 # `gand` subprocess costs seconds of interpreter and torch start-up on a loaded 2-core machine.
 # Workers are always real `gand worker` processes.
 
-def reset_caches() -> None:
-    """Forgets the settings, store, plugins and Celery app cached by an earlier in-process call."""
-    from gand import plugins, queue
-    from gand.cli import context
-
-    context.reset()
-    plugins._cached = None
-    queue._app = None
-
-
-def cli(g, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Runs `gand ARGS` in this process with `g`'s environment: (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from gand.cli.main import main
-
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update({**g.env, **(env or {})})
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        reset_caches()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main(list(args))
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        reset_caches()
-        os.environ.clear()
-        os.environ.update(saved)
-    return code, out.getvalue(), err.getvalue()
-
-
 def submit(g, *args: str) -> str:
     code, out, err = cli(g, "submit", *args, "--json")
     assert code == 0, err
     return json.loads(out)["id"]
 
 
-def store_of(g):
-    from gand.store import Store
-
-    if not hasattr(g, "_store"):
-        g._store = Store(g.env.get("GAND_DATABASE_URL") or f"sqlite:///{g.home / 'gand.db'}")
-    return g._store
-
-
 def show(g, job_id: str) -> dict:
     """What `gand show --json` prints, read in this process."""
-    s = store_of(g)
+    s = g.store()
     d = s.get_job(job_id).to_json()
     d["checkpoints"] = [c.to_json() for c in s.checkpoints(job_id)]
     d["events"] = [e.to_json() for e in s.events(job_id)]
@@ -108,28 +64,7 @@ def reasons(job: dict) -> str:
 
 
 def g_steps(g, job_id: str) -> list[int]:
-    return [m.step for m in store_of(g).metrics(job_id, "g_loss")]
-
-
-def worker_with(g, *args: str, env: dict[str, str], burst: bool = True) -> subprocess.Popen:
-    """A worker whose environment differs from the test's (faults, allowlists)."""
-    saved = g.env
-    g.env = {**saved, **env}
-    try:
-        return g.worker(*args, burst=burst)
-    finally:
-        g.env = saved
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return [m.step for m in g.store().metrics(job_id, "g_loss")]
 
 
 def python(g, code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -191,7 +126,7 @@ def fleet(tmp_path_factory):
 
     plain: no fault; qa: NaN losses at step 37; qb: NaN weights after step 80; qc: NaN losses at
     step 57 (for --on-diverge rollback); qd: a GAND_PLUGINS allowlist without the `gan` plugin.
-    Each fault fires once per worker process, so each fault worker serves one test's job.
+    Each fault fires once per job, so the tests that share a fault worker may run in any order.
     """
     home = tmp_path_factory.mktemp("fleet")
     g = Gand(home, make_env(home, "filesystem", "sqlite"))
@@ -199,7 +134,7 @@ def fleet(tmp_path_factory):
     faults = {"plain": {}, "qa": {"GAND_FAULT_NAN_AT_STEP": "37"},
               "qb": {"GAND_FAULT_NAN_WEIGHTS_AT_STEP": "80"}, "qc": {"GAND_FAULT_NAN_AT_STEP": "57"},
               "qd": {"GAND_PLUGINS": "builtin-datasets,dcgan"}}
-    g.fleet = {q: worker_with(g, "--queues", q, env=env, burst=False) for q, env in faults.items()}
+    g.fleet = {q: g.worker("--queues", q, env=env, burst=False) for q, env in faults.items()}
     yield g
     g.stop_workers()
 
@@ -276,7 +211,7 @@ def test_two_reapers_recover_a_job_once(gand, monkeypatch):
     capped = submit(gand, "gan", "--data", "gauss1d", "--steps", "10", "--queue", "reaped",
                     "--max-recoveries", "1")
     dropping = submit(gand, "gan", "--data", "gauss1d", "--steps", "10", "--queue", "reaped")
-    store = store_of(gand)
+    store = gand.store()
     past = datetime.now(UTC) - timedelta(seconds=1)
     for job_id in (dead, capped, dropping):
         store.transition(job_id, JobStatus.queued, JobStatus.running, worker="w-dead@host",
@@ -382,7 +317,7 @@ def test_corrupt_latest_checkpoint_is_skipped_and_retention_keeps_k(fleet):
     assert "skipped checkpoint at step 300" in reasons(job)
     steps = g_steps(g, job_id)
     assert steps.count(250) == 1 and steps.count(251) == 1  # one series: the latest attempt's
-    every = [m.step for m in store_of(g).metrics(job_id, "g_loss", superseded=True)]
+    every = [m.step for m in g.store().metrics(job_id, "g_loss", superseded=True)]
     assert every.count(251) == 2 and every.count(300) == 2  # continued from step 250
 
 
@@ -421,7 +356,7 @@ def test_disk_full_fails_the_job_and_keeps_earlier_checkpoints(fleet):
                       capture_output=True, check=False).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        store_of(g).transition(job_id, "cancelled", "queued", reason="test: on a full disk now")
+        g.store().transition(job_id, "cancelled", "queued", reason="test: on a full disk now")
         p = python(g, f"from gand import queue; queue.enqueue({job_id!r}, 'plain')")
         assert p.returncode == 0, p.stderr
         job = wait_job(g, job_id, {"succeeded", "failed"}, timeout=120)
@@ -481,16 +416,6 @@ def test_worker_allowlist_refuses_other_plugins(fleet):
 
 # --- security: no pickle anywhere -------------------------------------------------------------
 
-class Exploit:
-    """Unpickling this runs `touch MARKER`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_pickled_checkpoint_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     bad = tmp_path / "step_00000001.pt"
@@ -511,7 +436,7 @@ def test_pickled_message_is_refused_by_the_worker(fleet):
     conf = make_app(settings.Settings(g.home, "filesystem://", "sqlite://", ())).conf
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-            "from test_reliability import Exploit\n"
+            "from support import Exploit\n"
             "from gand import queue\n"
             f"queue.app().send_task(queue.TASK, args=[Exploit({str(marker)!r})], serializer='pickle',"
             " queue='plain')\n")
@@ -540,16 +465,14 @@ def test_fleet_workers_stop_promptly_on_sigint_and_sigterm(fleet):
 
 def test_submit_with_broker_down_leaves_nothing(gand):
     """One line, a non-zero exit, and not a row written."""
-    from test_end_to_end import store_counts
-
     assert cli(gand, "list")[0] == 0
-    before = store_counts(gand)
+    before = gand.store().count_rows()
     gand.env["GAND_BROKER_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     code, out, err = cli(gand, "submit", "gan", "--data", "ring8")
     assert code != 0 and "Traceback" not in out + err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the broker" in lines[0], err
-    assert store_counts(gand) == before
+    assert gand.store().count_rows() == before
 
 
 def test_password_tls_redis_restarted_during_a_job(gand, redis_server, tmp_path):

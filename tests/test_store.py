@@ -239,6 +239,86 @@ def test_heartbeat_renews_only_the_holding_workers_lease(store):
     assert store.heartbeat(Lease("0" * 32, "w1", 1), 60) is None
 
 
+def test_a_claim_hands_out_a_new_epoch_and_writes_need_it(store):
+    job = new_job(store)
+    job, first = store.claim(job.id, "w1", 60)
+    assert (job.epoch, first) == (1, Lease(job.id, "w1", 1))
+    with pytest.raises(TransitionRejected):
+        store.claim(job.id, "w2", 60)  # one owner at a time
+    store.add_metrics(job.id, [(1, "d_loss", 0.5)], step=1, fence=first)
+    # The worker is presumed dead; the reaper requeues the job and w2 claims it: epoch 2.
+    store.transition(job.id, S.running, S.recovering, worker="reaper")
+    store.transition(job.id, S.recovering, S.queued, worker="reaper")
+    job, second = store.claim(job.id, "w2", 60)
+    assert second.epoch == 2
+    # Same worker name, earlier epoch (a restarted process reusing a name) is no owner either.
+    for stale in (first, Lease(job.id, "w2", 1)):
+        assert_refused(store, job.id, stale)
+    store.add_metrics(job.id, [(2, "d_loss", 0.4)], step=2, fence=second)
+    assert store.get_job(job.id).step == 2
+
+
+def assert_refused(store: Store, job_id: str, stale: Lease) -> None:
+    """Every kind of write a worker makes is refused under `stale`, and changes nothing."""
+    before = store.count_rows()
+    job = store.get_job(job_id)
+    checkpoint = store.add_checkpoint(job_id, 1, "/x/step_1.pt", 1, "0" * 64)
+    writes = [
+        lambda: store.add_metrics(job_id, [(9, "d_loss", 0.1)], step=9, fence=stale),
+        lambda: store.add_checkpoint(job_id, 9, "/x/step_9.pt", 1, "0" * 64, fence=stale),
+        lambda: store.delete_checkpoint(checkpoint.id, fence=stale),
+        lambda: store.mark_best(job_id, checkpoint.id, fence=stale),
+        lambda: store.add_artifact(job_id, "samples", "/x/s.png", 9, fence=stale),
+        lambda: store.add_evaluations(job_id, 9, "fid", {"fid": 1.0}, fence=stale),
+        lambda: store.note(job_id, "stale", "w1", fence=stale),
+        lambda: store.transition(job_id, ACTIVE, S.succeeded, worker="w1", fence=stale, step=9),
+        lambda: store.check_lease(stale),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLost):
+            write()
+    assert store.heartbeat(stale, 60, step=9) is None
+    after = store.get_job(job_id)
+    assert (after.status, after.step, after.lease_expires_at) == (job.status, job.step,
+                                                                  job.lease_expires_at)
+    assert store.count_rows() == {**before, "checkpoints": before["checkpoints"] + 1}
+    assert not store.checkpoints(job_id)[-1].is_best
+    store.delete_checkpoint(checkpoint.id)
+
+
+def test_a_finished_job_refuses_its_last_owners_writes(store):
+    job = new_job(store)
+    _, lease = store.claim(job.id, "w1", 60)
+    store.transition(job.id, S.running, S.succeeded, worker="w1", fence=lease, step=100)
+    assert_refused(store, job.id, lease)
+
+
+def test_the_jobs_step_never_goes_back(store):
+    job = new_job(store)
+    _, lease = store.claim(job.id, "w1", 60)
+    store.add_metrics(job.id, [], step=50, fence=lease)
+    store.add_metrics(job.id, [], step=40, fence=lease)  # re-training after a resume
+    assert store.heartbeat(lease, 60, step=45) is S.running
+    assert store.get_job(job.id).step == 50
+    store.transition(job.id, S.running, S.queued, worker="w1", fence=lease, step=45)
+    assert store.get_job(job.id).step == 50
+
+
+def test_metrics_show_one_series_the_latest_attempt_per_step(store):
+    job = new_job(store)
+    _, one = store.claim(job.id, "w1", 60)
+    store.add_metrics(job.id, [(s, "g_loss", 1.0) for s in range(1, 11)], step=10, fence=one)
+    store.transition(job.id, S.running, S.recovering, worker="reaper")
+    store.transition(job.id, S.recovering, S.queued, worker="reaper")
+    _, two = store.claim(job.id, "w2", 60)  # resumed from the checkpoint at step 5
+    store.add_metrics(job.id, [(s, "g_loss", 2.0) for s in range(6, 9)], step=8, fence=two)
+    series = [(m.step, m.value, m.epoch) for m in store.metrics(job.id, "g_loss")]
+    assert series == [(s, 1.0, 1) for s in range(1, 6)] + [(s, 2.0, 2) for s in range(6, 9)]
+    assert store.latest_metrics(job.id) == {"g_loss": 2.0}  # step 8 of attempt 2, not 10 of 1
+    every = store.metrics(job.id, "g_loss", superseded=True)
+    assert len(every) == 13 and {m.epoch for m in every} == {1, 2}
+
+
 def test_expired_leases_lists_held_jobs_whose_lease_ran_out(store):
     now = utcnow()
     stale = new_job(store)

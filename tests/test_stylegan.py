@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST, wait_succeeded
+from support import MNIST, wait_succeeded
 from gand_plugins.losses import NonSaturatingBCE
 from gand_plugins.stylegan import (
     AdaIN,

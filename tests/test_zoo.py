@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST
+from support import MNIST
 from PIL import Image
 
 from gand import plugins
@@ -111,11 +111,6 @@ def test_refusals_are_one_line_from_the_real_cli(gand):
 
 # ---------------------------------------------------------------------------------------------
 # In-process: what the worker test cannot see from outside.
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return plugins.load()
 
 
 def test_cgan_label_selects_the_class_given_to_g(registry):

@@ -15,6 +15,7 @@ from typing import Optional
 
 from gand import settings as settings_mod
 from gand.engine import checkpoint as ckpt
+from gand.engine import faults
 from gand.engine.trainer import Diverged, Hooks, Outcome, Run, train
 from gand.errors import CheckpointError, GandError
 from gand.evaluation import run as evaluation
@@ -106,7 +107,8 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
     rollbacks = 0
     while True:
         try:
-            return train(run, run_dir, hooks, start)
+            with faults.for_job(writer.job_id):
+                return train(run, run_dir, hooks, start)
         except Diverged as e:
             if config.on_diverge != "rollback" or rollbacks >= jobcfg.MAX_ROLLBACKS:
                 if rollbacks:

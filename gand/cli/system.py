@@ -63,29 +63,11 @@ def workers(
     timeout: Annotated[float, typer.Option(help="seconds to wait for idle workers to answer")] = 2.0,
 ) -> None:
     """Live workers: idle ones answer a broadcast ping, busy ones hold a job's lease."""
-    from datetime import datetime, timezone
-
-    from gand import queue
-    from gand.cli.context import store
-    from gand.store import ACTIVE
+    from gand.cli.context import jobs
 
     if not 0 < timeout <= 60:
         raise UsageError(f"--timeout {timeout} is invalid; expected 0 < seconds ≤ 60")
-    queue.check_broker()
-    # A worker runs its job in the process that answers control messages (solo pool), so a
-    # busy worker cannot answer a ping; the database's leases say who is busy instead.
-    rows: dict[str, dict] = {}
-    for reply in queue.app().control.ping(timeout=timeout) or []:
-        for name in reply:
-            rows[name] = {"worker": name, "state": "idle", "job": None, "step": None,
-                          "lease_expires_at": None}
-    now = datetime.now(timezone.utc)
-    for status in ACTIVE:
-        for j in store().list_jobs(status):
-            if j.worker and j.lease_expires_at and j.lease_expires_at > now:
-                rows[j.worker] = {"worker": j.worker, "state": "busy", "job": j.id, "step": j.step,
-                                  "lease_expires_at": j.lease_expires_at.isoformat()}
-    out = sorted(rows.values(), key=lambda r: r["worker"])
+    out = jobs().workers(timeout)
     if json_:
         print_json(out)
         return

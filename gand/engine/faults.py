@@ -6,24 +6,39 @@ job diverge on purpose so that the divergence handling can be proven (docs/relia
 - GAND_FAULT_NAN_AT_STEP=N          the losses of step N are reported as NaN
 - GAND_FAULT_NAN_WEIGHTS_AT_STEP=N  G's first weight becomes NaN after step N
 
-Each fires at most once per worker process, so a rollback that passes step N again trains on.
+Each fires at most once per job in a worker process, so a rollback that passes step N again
+trains on, and one worker serves any number of fault tests in any order.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
 from gand.api import Models
 
-_fired: set[str] = set()
+_fired: set[tuple[str, str]] = set()
+_job = ""  # the job being trained (set by the worker around its training loop)
+
+
+@contextlib.contextmanager
+def for_job(job_id: str) -> Iterator[None]:
+    """Faults injected inside this block count as this job's."""
+    global _job
+    before, _job = _job, job_id
+    try:
+        yield
+    finally:
+        _job = before
 
 
 def _due(var: str, step: int) -> bool:
     value = os.environ.get(var)
-    if not value or var in _fired or not value.isdigit() or int(value) != step:
+    if not value or (var, _job) in _fired or not value.isdigit() or int(value) != step:
         return False
-    _fired.add(var)
+    _fired.add((var, _job))
     return True
 
 

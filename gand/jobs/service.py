@@ -111,6 +111,27 @@ class JobService:
                 return
             time.sleep(poll)
 
+    def workers(self, timeout: float = 2.0) -> list[dict[str, Any]]:
+        """Live workers: idle ones answer a broadcast ping, busy ones hold a job's lease."""
+        from gand import queue
+
+        queue.check_broker()
+        # A worker runs its job in the process that answers control messages (solo pool), so a
+        # busy worker cannot answer a ping; the database's leases say who is busy instead.
+        rows: dict[str, dict] = {}
+        for reply in queue.app().control.ping(timeout=timeout) or []:
+            for name in reply:
+                rows[name] = {"worker": name, "state": "idle", "job": None, "step": None,
+                              "lease_expires_at": None}
+        now = datetime.now(timezone.utc)
+        for status in ACTIVE:
+            for j in self.store.list_jobs(status):
+                if j.worker and j.lease_expires_at and j.lease_expires_at > now:
+                    rows[j.worker] = {"worker": j.worker, "state": "busy", "job": j.id,
+                                      "step": j.step,
+                                      "lease_expires_at": j.lease_expires_at.isoformat()}
+        return sorted(rows.values(), key=lambda r: r["worker"])
+
     # --- changing ---------------------------------------------------------------------------
 
     def submit(self, registry: "Registry", *, name: Optional[str] = None,

@@ -133,6 +133,9 @@ class Store:
                 seen = s.scalar(select(Job.status).where(Job.id == job_id))
                 if seen is None:
                     raise NotFound(f"no job {job_id!r}")
+                if fence is not None and s.scalar(
+                        select(Job.id).where(*_fence_clause(fence))) is None:
+                    raise LeaseLost(fence)  # whatever its status, no longer this lease's to move
                 if seen not in allowed:
                     raise TransitionRejected(
                         f"job {job_id}: expected {one_of(allowed)} but it is {seen}")

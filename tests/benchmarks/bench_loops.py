@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "bench" / "reference_loops.py"
-MNIST = SHARED / "data" / "mnist"
+MNIST = ROOT / "tests" / "data" / "mnist"  # gand's own copy; only the reference loops are shared
 
 # reference config → (gand variant, loss, data spec maker, batch size, extra options)
 CONFIGS = {

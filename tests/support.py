@@ -1,0 +1,296 @@
+"""What the tests share: an isolated GAND_HOME, the real brokers and databases, real `gand`
+processes, and one way to run the CLI in this process.
+
+Nothing is mocked: jobs go through a real Celery broker (kombu's filesystem transport, or the
+Redis server at 127.0.0.1:6379 in its own database number) into real `gand worker --burst`
+processes, and the store is a real SQLite file or the PostgreSQL server at 127.0.0.1:5432.
+Test modules import helpers from here (never from conftest or from one another); conftest.py
+turns them into fixtures.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT / "tests" / "data" / "mnist"  # gand's own copy of the MNIST test split
+REDIS_URL = os.environ.get("GAND_TEST_REDIS", "redis://127.0.0.1:6379/13")
+PG_URL = os.environ.get("GAND_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+CLASSIFIER_FILE = "mnist_classifier.pt"
+
+
+def redis_available() -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+def pg_available() -> bool:
+    try:
+        import sqlalchemy as sa
+
+        sa.create_engine(PG_URL, connect_args={"connect_timeout": 2}).connect().close()
+        return True
+    except Exception:
+        return False
+
+
+def reset_process_globals() -> None:
+    """Forgets what gand caches per process: settings and job service of the CLI, the plugin
+    registry (its allowlist) and the Celery app (its broker). One routine for every test that
+    runs gand in this process under another environment."""
+    from gand import plugins, queue
+    from gand.cli import context
+
+    context.reset()
+    plugins._cached = None
+    queue._app = None
+
+
+class Gand:
+    """Runs the real `gand` CLI and workers in subprocesses against one isolated setup."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home = home
+        self.env = env
+        self.workers: list[subprocess.Popen] = []
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        p = subprocess.run([sys.executable, "-m", "gand", *args], env=self.env, capture_output=True,
+                           text=True, timeout=timeout, cwd=self.home)
+        if check and p.returncode != 0:
+            raise AssertionError(f"gand {' '.join(args)} exited {p.returncode}\n"
+                                 f"stdout: {p.stdout}\nstderr: {p.stderr}")
+        return p
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def submit(self, *args: str) -> str:
+        return self.json("submit", *args)["id"]
+
+    def worker(self, *args: str, burst: bool = True, env: Optional[dict[str, str]] = None
+               ) -> subprocess.Popen:
+        """A real `gand worker` process; `env` adds to (or overrides) this setup's environment."""
+        log = open(self.home / f"worker-{len(self.workers)}.log", "w")
+        p = subprocess.Popen([sys.executable, "-m", "gand", "worker", *(["--burst"] if burst else []), *args],
+                             env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                             cwd=self.home, start_new_session=True)
+        self.workers.append(p)
+        return p
+
+    def worker_log(self, i: int = -1) -> str:
+        n = len(self.workers) + i if i < 0 else i
+        return (self.home / f"worker-{n}.log").read_text()
+
+    def all_worker_logs(self) -> str:
+        return "\n".join(self.worker_log(i) for i in range(len(self.workers)))
+
+    def store(self):
+        """A Store on this setup's database (one per setup, closed with its workers)."""
+        from gand.store import Store
+
+        if not hasattr(self, "_store"):
+            self._store = Store(self.env.get("GAND_DATABASE_URL")
+                                or f"sqlite:///{self.home / 'gand.db'}")
+        return self._store
+
+    def wait_job(self, job_id: str, statuses: set[str], timeout: float = 180, step_at_least: int = 0) -> dict:
+        """Polls `gand show` until the job is in one of `statuses` (and at a step)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.json("show", job_id)
+            if job["status"] in statuses and job["step"] >= step_at_least:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} is {job['status']} at step {job['step']} after "
+                                     f"{timeout}s, wanted {statuses}\n{self.all_worker_logs()}")
+            time.sleep(0.3)
+
+    def stop_workers(self) -> None:
+        for p in self.workers:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        if hasattr(self, "_store"):
+            self._store.close()
+            del self._store
+
+
+class InProcessCli:
+    """The real `gand` entry point called in this process, against a Gand's home and
+    environment; that Gand's real workers run what it submits. An interpreter start costs
+    seconds of torch import on a loaded 2-core machine; the commands and the store are the same.
+
+    Anything else (worker, home, env, store…) is the Gand's.
+    """
+
+    def __init__(self, gand: Gand):
+        self.gand = gand
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.gand, name)
+
+    def __call__(self, *args: str, env: Optional[dict[str, str]] = None) -> tuple[int, str, str]:
+        """Runs `gand ARGS` (with `env` added to the environment): (exit code, stdout, stderr)."""
+        from gand.cli.main import main
+
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        os.environ.clear()
+        os.environ.update({**self.gand.env, **(env or {})})
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            os.chdir(self.gand.home)
+            reset_process_globals()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    main(list(args))
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            reset_process_globals()
+            os.environ.clear()
+            os.environ.update(saved_env)
+            os.chdir(saved_cwd)
+        return code, out.getvalue(), err.getvalue()
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        code, out, err = self(*args)
+        if check and code != 0:
+            raise AssertionError(f"gand {' '.join(args)} exited {code}\nstdout: {out}\nstderr: {err}")
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    def ok(self, *args: str) -> str:
+        return self.run(*args).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+    def submit(self, *args: str) -> str:
+        return self.json("submit", *args)["id"]
+
+    def rows(self) -> dict[str, int]:
+        return self.gand.store().count_rows()
+
+
+def make_env(home: Path, broker: str, database: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAND_")}
+    env.update({
+        "GAND_HOME": str(home),
+        "GAND_CONFIG": str(home / "config.toml"),
+        "GAND_LEASE_SECONDS": "4",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",  # two cores: workers and the test share them
+    })
+    if broker == "redis":
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        env["GAND_BROKER_URL"] = REDIS_URL
+    if database == "postgres":
+        env["GAND_DATABASE_URL"] = database_url_for_schema(home)
+    return env
+
+
+def database_url_for_schema(home: Path) -> str:
+    """A fresh PostgreSQL schema for one test, so tests never see each other's rows."""
+    import sqlalchemy as sa
+
+    schema = f"gand_t_{uuid.uuid4().hex[:10]}"
+    eng = sa.create_engine(PG_URL)
+    with eng.begin() as c:
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    (home / "pg_schema").write_text(schema)
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+def drop_schema(home: Path) -> None:
+    f = home / "pg_schema"
+    if f.exists():
+        import sqlalchemy as sa
+
+        eng = sa.create_engine(PG_URL)
+        with eng.begin() as c:
+            c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{f.read_text()}" CASCADE'))
+        eng.dispose()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Polls `predicate` until it returns something true; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_succeeded(g: Gand, store, job_id: str, step: int, timeout: float = 150):
+    """Polls the store (cheaper than `gand show` subprocesses) until the job succeeded at `step`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.get_job(job_id)
+        status = getattr(job.status, "value", job.status)
+        if status == "succeeded" and job.step >= step:
+            return job
+        assert status not in ("failed", "cancelled"), f"{status}: {job.error}\n{g.worker_log()}"
+        assert time.monotonic() < deadline, f"{status} at step {job.step}\n{g.worker_log()}"
+        time.sleep(0.2)
+
+
+def mnist_tensors():
+    """The MNIST test split as (images, labels) tensors, read by gand's own dataset plugin."""
+    import torch
+
+    from gand import plugins
+
+    mnist = plugins.load().dataset_type("mnist")
+    info = mnist.describe(str(MNIST))
+    src = mnist.load(str(MNIST), info, (1, 28, 28), torch.device("cpu"))
+    return src.x, src.y
+
+
+def trained_classifier(base: Path) -> str:
+    """The session's MNIST classifier file under `base`, trained on first use (one epoch)."""
+    from gand.evaluation import classifier as clf
+
+    path = base / CLASSIFIER_FILE
+    if not path.exists():
+        x, y = mnist_tensors()
+        # One epoch over 9000 images (1000 held out): about 95% held-out accuracy.
+        model, meta = clf.train(x, y, epochs=1, seed=0)
+        assert meta["holdout_accuracy"] > 0.9, meta
+        clf.save(model, meta, path)
+    return str(path)
+
+
+def cli(g: Gand, *args: str, env: Optional[dict[str, str]] = None) -> tuple[int, str, str]:
+    """`gand ARGS` in this process with `g`'s environment: (exit code, stdout, stderr)."""
+    return InProcessCli(g)(*args, env=env)
+
+
+class Exploit:
+    """A pickle whose unpickling runs `touch MARKER` (for the tests that prove gand refuses)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
