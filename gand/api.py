@@ -172,11 +172,22 @@ class Models:
         }
 
     def load_state_dict(self, state: dict, *, optimizers: bool = True) -> None:
-        for k, net in self.nets.items():
-            net.load_state_dict(state["nets"][k])
-        if optimizers:
-            for k, opt in self.optimizers.items():
-                opt.load_state_dict(state["optimizers"][k])
+        """Loads a checkpoint's state; one that does not fit these networks is a UsageError
+        naming what differs (a checkpoint of another job, or of other options)."""
+        try:
+            missing = sorted(set(self.nets) - set(state["nets"]))
+            if missing:
+                raise UsageError(f"the checkpoint has no network {missing[0]!r}; it holds "
+                                 f"{one_of(state['nets'])}")
+            for k, net in self.nets.items():
+                net.load_state_dict(state["nets"][k])
+            if optimizers:
+                for k, opt in self.optimizers.items():
+                    opt.load_state_dict(state["optimizers"][k])
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"the checkpoint does not match this job's networks: "
+                             f"{first}") from None
         for k, v in state.get("extras", {}).items():
             current = self.extras.get(k)
             if isinstance(current, torch.Tensor) and isinstance(v, torch.Tensor):
@@ -210,9 +221,14 @@ class StepContext:
 class Loss(ABC):
     """An adversarial objective: one method per phase, with the discriminator at hand.
 
-    `D` is a callable returning the discriminator's raw output (logits or critic scores) for a
-    batch, already conditioned on labels where the variant needs them. Regularisers such as the
-    gradient penalty need D and the real batch, hence the signature.
+    `D` is a callable returning the discriminator's raw output for a batch — one float32 value
+    per example (logits or critic scores), already conditioned on labels where the variant
+    needs them, and under the step's autocast. Both methods take the real and the fake batch
+    as keyword-only arguments, so they can never be swapped by position. Regularisers such as
+    the gradient penalty need D and the real batch, hence the signature.
+
+    A loss that carries state from step to step (BEGAN's equilibrium term k) keeps it in
+    `state_dict()`/`load_state_dict()`: it is saved in every checkpoint and restored on resume.
     """
 
     name: ClassVar[str]
@@ -229,17 +245,27 @@ class Loss(ABC):
         self.opts = parse_options(self.options, {}) if options is None else options
 
     @abstractmethod
-    def d_loss(self, D: Callable, real: torch.Tensor, fake: torch.Tensor,
+    def d_loss(self, D: Callable, *, real: torch.Tensor, fake: torch.Tensor,
                ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The discriminator's loss for one update and any scalars worth reporting."""
 
     @abstractmethod
-    def g_loss(self, D: Callable, fake: torch.Tensor, real: torch.Tensor,
+    def g_loss(self, D: Callable, *, real: torch.Tensor, fake: torch.Tensor,
                ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The generator's loss for one update and any scalars worth reporting."""
+        """The generator's loss for one update and any scalars worth reporting.
+
+        `fake` carries G's graph; `real` is there for losses that compare with it.
+        """
 
     def after_d_step(self, D: nn.Module, ctx: StepContext) -> None:
         """Called after each discriminator optimizer step (weight clipping lives here)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried from step to step (tensors, numbers, lists), saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned (called on resume, before the first step)."""
 
 
 class Regularizer(ABC):
@@ -260,13 +286,20 @@ class Regularizer(ABC):
     def __init__(self, options: Optional[dict[str, Any]] = None):
         self.opts = parse_options(self.options, {}) if options is None else options
 
-    def d_penalty(self, D: Callable, real: torch.Tensor, fake: torch.Tensor,
+    def d_penalty(self, D: Callable, *, real: torch.Tensor, fake: torch.Tensor,
                   ctx: StepContext) -> tuple[Optional[torch.Tensor], dict[str, torch.Tensor]]:
         """A term added to the discriminator's loss (None: nothing) and scalars to report."""
         return None, {}
 
     def after_d_step(self, D: nn.Module, ctx: StepContext) -> None:
         """Called after each discriminator optimizer step, after the base loss's own."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """As Loss.state_dict: state carried from step to step, saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """As Loss.load_state_dict."""
 
 
 class ComposedLoss(Loss):
@@ -280,23 +313,32 @@ class ComposedLoss(Loss):
         self.base_loss = self.base(self.opts)
         self.parts = [r(self.opts) for r in self.regularizers]
 
-    def d_loss(self, D, real, fake, ctx):
-        loss, report = self.base_loss.d_loss(D, real, fake, ctx)
+    def d_loss(self, D, *, real, fake, ctx):
+        loss, report = self.base_loss.d_loss(D, real=real, fake=fake, ctx=ctx)
         report = dict(report)
         for part in self.parts:
-            term, extra = part.d_penalty(D, real, fake, ctx)
+            term, extra = part.d_penalty(D, real=real, fake=fake, ctx=ctx)
             if term is not None:
                 loss = loss + term
             report.update(extra)
         return loss, report
 
-    def g_loss(self, D, fake, real, ctx):
-        return self.base_loss.g_loss(D, fake, real, ctx)
+    def g_loss(self, D, *, real, fake, ctx):
+        return self.base_loss.g_loss(D, real=real, fake=fake, ctx=ctx)
 
     def after_d_step(self, D, ctx):
         self.base_loss.after_d_step(D, ctx)
         for part in self.parts:
             part.after_d_step(D, ctx)
+
+    def state_dict(self):
+        return {"base": self.base_loss.state_dict(),
+                "parts": {p.name: p.state_dict() for p in self.parts}}
+
+    def load_state_dict(self, state):
+        self.base_loss.load_state_dict(state.get("base", {}))
+        for p in self.parts:
+            p.load_state_dict(state.get("parts", {}).get(p.name, {}))
 
 
 def compose(base: type[Loss], regularizers: list[type[Regularizer]]) -> type[Loss]:
@@ -353,13 +395,17 @@ class Variant(ABC):
         """The shape the data should be loaded at; by default as stored."""
         return info.shape
 
-    def d_mixes_batch(self, infos: list[DataInfo], options: dict[str, Any]) -> bool:
-        """Whether D mixes the examples of a batch (BatchNorm), which gradient penalties forbid.
+    def d_mixes_batch(self, infos: list[DataInfo], options: dict[str, Any]) -> Optional[str]:
+        """Why D mixes the examples of a batch, which gradient penalties forbid; None if not.
 
-        By convention a variant whose D normalisation is the option `d_norm` uses "batch" for
-        BatchNorm; variants with other networks override this.
+        The answer is shown to the user with what to do, e.g. "variant dcgan's D uses BatchNorm;
+        use --set d_norm=instance or none". By convention a variant whose D normalisation is the
+        option `d_norm` uses "batch" for BatchNorm; variants with other networks override this.
         """
-        return options.get("d_norm") == "batch"
+        if options.get("d_norm") == "batch":
+            return (f"variant {self.name}'s D uses BatchNorm; use --set d_norm=instance or "
+                    f"none")
+        return None
 
     def check_loss(self, loss_cls: type[Loss]) -> None:
         """Raises UsageError when this variant cannot train with `loss_cls` (called at submit).
@@ -396,6 +442,76 @@ class Variant(ABC):
         `data` is the job's loaded data (translation variants show real images translated).
         """
         return self.sample(models, n, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional capabilities of a variant. A variant has one by inheriting its class (next to
+# Variant) and implementing its methods; gand finds them with isinstance, never by probing
+# attributes, and `gand plugins` lists them.
+
+
+class LatentSpace(ABC):
+    """G maps a latent vector (and a label, for conditional variants) to a sample.
+
+    `gand interpolate` walks between latents (a row, or a 2-D grid) with these two methods.
+    """
+
+    @abstractmethod
+    def latent(self, models: Models, n: int, device: torch.device,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n latents drawn from the prior, shape (n, nz)."""
+
+    @abstractmethod
+    def generate_from(self, G: nn.Module, z: torch.Tensor,
+                      y: Optional[torch.Tensor]) -> torch.Tensor:
+        """G's outputs for latents `z` (and labels `y`, or None)."""
+
+
+class Truncation(ABC):
+    """`sample(..., truncation=psi)` pulls samples toward the mean (StyleGAN's truncation trick);
+    `gand generate --truncation PSI` is refused for variants without it."""
+
+
+class StyleMixing(ABC):
+    """A style-mixing grid: `gand interpolate` draws it for such a variant."""
+
+    @abstractmethod
+    def style_mixing_grid(self, models: Models, rows: int, cols: Optional[int] = None,
+                          generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """(rows + 1) × (cols + 1) pictures: the source images in the first row and column,
+        each other picture one row's coarse styles with one column's fine styles."""
+
+
+class Translation(ABC):
+    """Image-to-image translation between two domains (`gand translate`, A→B→A triplets)."""
+
+    @abstractmethod
+    def translate(self, models: Models, images: torch.Tensor,
+                  direction: str = "a2b") -> torch.Tensor:
+        """Images of one domain in [-1, 1] translated to the other ("a2b" or "b2a")."""
+
+    @abstractmethod
+    def cycle_triplets(self, models: Models, images: torch.Tensor,
+                       direction: str = "a2b") -> torch.Tensor:
+        """x, its translation and the way back, interleaved: 3·n images (nrow = 3)."""
+
+
+class SupportsADA(ABC):
+    """`--set ada=true` (adaptive discriminator augmentation, StyleGAN2-ADA) applies: every
+    image D sees goes through gand.engine.augment. AdversarialVariant's step does this; a
+    variant with its own step declares it only if that step augments too."""
+
+
+CAPABILITIES: dict[str, type] = {
+    "latent-space": LatentSpace, "truncation": Truncation, "style-mixing": StyleMixing,
+    "translation": Translation, "ada": SupportsADA,
+}
+
+
+def capabilities(variant: Any) -> list[str]:
+    """The optional capabilities a variant (class or instance) declares, by name."""
+    cls = variant if isinstance(variant, type) else type(variant)
+    return [name for name, cap in CAPABILITIES.items() if issubclass(cls, cap)]
 
 
 # ---------------------------------------------------------------------------------------------

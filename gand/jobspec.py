@@ -10,7 +10,7 @@ import secrets
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional
 
-from gand.api import DataInfo, Loss, Regularizer, Variant, compose
+from gand.api import DataInfo, Loss, Regularizer, SupportsADA, Variant, compose
 from gand.engine import options as engine_options
 from gand.errors import UsageError, one_of
 from gand.jobs import config as jobcfg
@@ -199,11 +199,12 @@ def check_combination(v: Variant, loss_cls: type[Loss], infos: list[DataInfo],
                       opts: dict[str, Any]) -> None:
     """Refuses a loss (with its regularisers) or option that this variant's D cannot support."""
     v.check_loss(loss_cls)
-    if loss_cls.per_example_d and v.d_mixes_batch(infos, opts):
+    mixes = v.d_mixes_batch(infos, opts) if loss_cls.per_example_d else None
+    if mixes:
         raise UsageError(f"--loss {loss_cls.name} penalises D's gradient example by example, but "
-                         f"variant {v.name}'s D uses BatchNorm; use --set d_norm=instance or none")
+                         f"{mixes}")
     if opts.get("ada"):
-        if not getattr(v, "supports_ada", False):
+        if not isinstance(v, SupportsADA):
             raise UsageError(f"--set ada=true: variant {v.name} does not support adaptive "
                              f"discriminator augmentation")
         bad = [i.spec for i in infos if i.kind != "image"]

@@ -3,7 +3,8 @@
 D reconstructs its input and the loss is the reconstruction error L(v) = |v − D(v)|:
 D minimises L(x) − k·L(G(z)), G minimises L(G(z)), and the equilibrium term
 k ← clamp(k + λ_k·(γ·L(x) − L(G(z))), 0, 1) keeps D from winning. The convergence measure
-M = L(x) + |γ·L(x) − L(G(z))| is reported. k lives in the models' extras, so checkpoints keep it.
+M = L(x) + |γ·L(x) − L(G(z))| is reported. k is the began loss's state (its state_dict), so
+checkpoints keep it.
 """
 from __future__ import annotations
 
@@ -34,11 +35,8 @@ class BEGAN(ImageOrVector):
     help = "boundary equilibrium GAN: autoencoder D, loss |x - D(x)|, equilibrium term k"
     outputs = frozenset({"reconstruction"})
     default_loss = "began"
-    supports_ada = False  # its own step does not go through the shared discriminate path
     options = {
         **ImageOrVector.options,
-        "gamma": Option(float, 0.5, "diversity ratio gamma = E[L(G(z))] / E[L(x)]", min=0.0, max=1.0),
-        "lambda_k": Option(float, 0.001, "learning rate of the equilibrium term k", min=0.0),
         "n_hidden": Option(int, 64, "size of the autoencoder's code", min=1, max=4096),
     }
     defaults = {"lr": 1e-4, "d_norm": "none"}
@@ -61,11 +59,6 @@ class BEGAN(ImageOrVector):
         dec = mlp(options["n_hidden"], h, dim, n, nn.LeakyReLU(0.2))
         return G, AutoEncoder(enc, dec, info.shape)
 
-    def build(self, infos, options, device):
-        models = super().build(infos, options, device)
-        models.extras["k"] = torch.zeros((), device=device)
-        return models
-
     def discriminate(self, D, x, y):
         # Each example's mean absolute reconstruction error, in float32.
         return (x.float() - D(x).float()).abs().flatten(1).mean(1)
@@ -74,8 +67,8 @@ class BEGAN(ImageOrVector):
         G, D = models.G, models.D
         opt_g, opt_d = models.optimizers["G"], models.optimizers["D"]
         bs, opts, dev = ctx.batch_size, ctx.options, ctx.device
-        k = models.extras["k"]
-        loss.k = k  # the began loss weighs L(G(z)) in D's loss by the current k
+        if "k" in models.extras:  # a checkpoint of gand 0.1 kept k with the networks
+            loss.load_state_dict({"k": models.extras.pop("k")})
 
         def d_call(x):
             with ctx.autocast():
@@ -87,7 +80,7 @@ class BEGAN(ImageOrVector):
             real = ctx.data[0].sample(bs)
             with torch.no_grad(), ctx.autocast():
                 fake = G(self.latent(models, bs, dev)).float()
-            d_loss, extra = loss.d_loss(d_call, real.x, fake, ctx)
+            d_loss, extra = loss.d_loss(d_call, real=real.x, fake=fake, ctx=ctx)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -97,20 +90,19 @@ class BEGAN(ImageOrVector):
         D.requires_grad_(False)
         with ctx.autocast():
             fake = G(self.latent(models, bs, dev)).float()
-        g_loss, _ = loss.g_loss(d_call, fake, real.x, ctx)
+        g_loss, _ = loss.g_loss(d_call, real=real.x, fake=fake, ctx=ctx)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
         D.requires_grad_(True)
 
-        # 3. The equilibrium controller and the convergence measure (no host sync: tensors).
+        # 3. The loss's equilibrium controller and the convergence measure.
         l_real, l_fake = extra["l_real"], g_loss.detach()
-        balance = opts["gamma"] * l_real - l_fake
-        k.copy_((k + opts["lambda_k"] * balance).clamp(0.0, 1.0))
+        gap = loss.balance(l_real, l_fake)
         if "G_ema" in models.nets:
             ema_update(models.nets["G_ema"], G, opts["ema"])
-        return {"d_loss": d_loss.detach(), "g_loss": l_fake, "l_real": l_real, "k": k.clone(),
-                "M": l_real + balance.abs()}
+        return {"d_loss": d_loss.detach(), "g_loss": l_fake, "l_real": l_real,
+                "k": loss.k.detach().clone(), "M": l_real + gap.abs()}
 
 
 @hookimpl

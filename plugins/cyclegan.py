@@ -16,7 +16,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from gand.api import DataInfo, DataSource, Loss, Models, Option, StepContext, Variant
+from gand.api import (DataInfo, DataSource, Loss, Models, Option, StepContext, Translation,
+                      Variant)
 from gand.engine import options as engine_options
 from gand.errors import GandError, UsageError, one_of
 from gand.hookspecs import hookimpl
@@ -178,7 +179,7 @@ def check_direction(direction: str) -> str:
 # The variant
 
 
-class CycleGAN(Variant):
+class CycleGAN(Variant, Translation):
     name = "cyclegan"
     help = ("CycleGAN: unpaired translation between two image domains (--data A,B); ResNet "
             "generators, 70×70 PatchGAN, LSGAN, cycle and identity losses, image pool, lr decay")
@@ -305,8 +306,8 @@ class CycleGAN(Variant):
             fake_a = G_ba(real_b).float()
             rec_a = G_ba(fake_b).float()
             rec_b = G_ab(fake_a).float()
-        gan_b, _ = loss.g_loss(judge(D_b), fake_b, real_b, ctx)
-        gan_a, _ = loss.g_loss(judge(D_a), fake_a, real_a, ctx)
+        gan_b, _ = loss.g_loss(judge(D_b), real=real_b, fake=fake_b, ctx=ctx)
+        gan_a, _ = loss.g_loss(judge(D_a), real=real_a, fake=fake_a, ctx=ctx)
         cycle = (rec_a - real_a).abs().mean() + (rec_b - real_b).abs().mean()
         g_total = gan_a + gan_b + opts["lambda_cycle"] * cycle
         identity = torch.zeros((), device=dev)
@@ -324,8 +325,8 @@ class CycleGAN(Variant):
 
         # 2. Discriminators: real images against fakes from the history pools.
         pool_a, pool_b = self.pools(models)
-        d_a, extra_a = loss.d_loss(judge(D_a), real_a, pool_a.query(fake_a), ctx)
-        d_b, extra_b = loss.d_loss(judge(D_b), real_b, pool_b.query(fake_b), ctx)
+        d_a, extra_a = loss.d_loss(judge(D_a), real=real_a, fake=pool_a.query(fake_a), ctx=ctx)
+        d_b, extra_b = loss.d_loss(judge(D_b), real=real_b, fake=pool_b.query(fake_b), ctx=ctx)
         opt_d.zero_grad(set_to_none=True)
         (d_a + d_b).backward()
         opt_d.step()

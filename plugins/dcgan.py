@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from gand.api import DataInfo, Option
+from gand.api import DataInfo, Option, SupportsADA
 from gand.engine.adversarial import AdversarialVariant
 from gand.errors import UsageError
 from gand.hookspecs import hookimpl
@@ -104,7 +104,7 @@ class SquareImages:
                              f"has {infos[0].shape[0]}")
 
 
-class DCGAN(SquareImages, AdversarialVariant):
+class DCGAN(SquareImages, AdversarialVariant, SupportsADA):
     name = "dcgan"
     help = "convolutional GAN: the lecture's MNIST DCGAN at 28 px, DCGAN at 32/64/128 px"
     data_kinds = frozenset({"image"})

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from gand.api import DataInfo, Option
+from gand.api import DataInfo, Option, SupportsADA
 from gand.engine.adversarial import AdversarialVariant
 from gand.hookspecs import hookimpl
 
@@ -42,7 +42,7 @@ class MLPDiscriminator(nn.Module):
         return self.net(x.flatten(1))
 
 
-class GAN(AdversarialVariant):
+class GAN(AdversarialVariant, SupportsADA):
     name = "gan"
     help = "fully connected GAN (the lecture's 1-D GAN); vector data and flattened images"
     options = {

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 
+from gand.api import SupportsADA
 from gand.hookspecs import hookimpl
 from gand_plugins.zoo import ImageOrVector
 
 
-class LSGAN(ImageOrVector):
+class LSGAN(ImageOrVector, SupportsADA):
     name = "lsgan"
     help = "least-squares GAN: D regresses real to 1 and fake to 0"
     # D is a regressor (no sigmoid), so it pairs with the critic losses.

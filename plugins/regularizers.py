@@ -35,7 +35,7 @@ class GradientPenalty(Regularizer):
     per_example_d = True
     conflicts = frozenset({"clip"})
 
-    def d_penalty(self, D, real, fake, ctx):
+    def d_penalty(self, D, *, real, fake, ctx):
         gp = gradient_penalty(D, real, fake)
         return self.opts["gp_weight"] * gp, {"gp": gp.detach()}
 
@@ -49,7 +49,7 @@ class R1(Regularizer):
                                   min=0.0)}
     per_example_d = True
 
-    def d_penalty(self, D, real, fake, ctx):
+    def d_penalty(self, D, *, real, fake, ctx):
         r1 = (_grad_norms(D, real) ** 2).mean()
         return 0.5 * self.opts["r1_gamma"] * r1, {"r1": r1.detach()}
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gand.api import DataInfo, Models, Option, StepContext
+from gand.api import (DataInfo, Models, Option, StepContext, StyleMixing, SupportsADA,
+                      Truncation)
 from gand.engine.adversarial import AdversarialVariant
 from gand.errors import UsageError
 from gand.hookspecs import hookimpl
@@ -217,7 +218,7 @@ def style_mixing_grid(models: Models, rows: int, cols: Optional[int] = None,
     return torch.cat(out).float()
 
 
-class StyleGAN(SquareImages, AdversarialVariant):
+class StyleGAN(SquareImages, AdversarialVariant, SupportsADA, StyleMixing, Truncation):
     name = "stylegan"
     help = ("StyleGAN (simplified, as in the lecture): mapping network, constant input, AdaIN, "
             "noise, style mixing, w_avg and truncation; 8 to 128 px (28 px trains at 32)")

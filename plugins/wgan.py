@@ -6,11 +6,12 @@ only critic losses (wasserstein, wgan-gp, hinge, ls) combine with these variants
 from __future__ import annotations
 
 
+from gand.api import SupportsADA
 from gand.hookspecs import hookimpl
 from gand_plugins.zoo import ImageOrVector
 
 
-class WGAN(ImageOrVector):
+class WGAN(ImageOrVector, SupportsADA):
     name = "wgan"
     help = "Wasserstein GAN: weight clipping 0.01, RMSprop 5e-5, 5 critic steps per G step"
     outputs = frozenset({"critic"})
@@ -18,7 +19,7 @@ class WGAN(ImageOrVector):
     defaults = {"optimizer": "rmsprop", "lr": 5e-5, "d_steps": 5}
 
 
-class WGANGP(ImageOrVector):
+class WGANGP(ImageOrVector, SupportsADA):
     name = "wgan-gp"
     help = "WGAN-GP: gradient penalty 10, Adam(0, 0.9) 1e-4, 5 critic steps, critic without BatchNorm"
     outputs = frozenset({"critic"})

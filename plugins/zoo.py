@@ -45,8 +45,9 @@ class ImageOrVector(AdversarialVariant):
             raise UsageError(f"variant {self.name} takes 1- or 3-channel images; {info.spec} has "
                              f"{info.shape[0]}")
 
-    def d_mixes_batch(self, infos, options) -> bool:
-        return infos[0].kind == "image" and options["d_norm"] == "batch"
+    def d_mixes_batch(self, infos, options):
+        # The vector MLPs have no normalisation; only the DCGAN D for images can use BatchNorm.
+        return super().d_mixes_batch(infos, options) if infos[0].kind == "image" else None
 
     def build(self, infos, options, device):
         # The latent size is settled here so that it is recorded in the models' extras.

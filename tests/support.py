@@ -294,3 +294,19 @@ class Exploit:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def fake_dist(site: Path, module: str, source: str, entry: Optional[str] = None) -> Path:
+    """A plugin module and a distribution's metadata with its `gand` entry point in `site`,
+    a folder to put on sys.path or PYTHONPATH: importlib.metadata finds it as if pip-installed.
+    """
+    import textwrap
+
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    dist = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[gand]\n{entry or module} = {module}\n")
+    return site

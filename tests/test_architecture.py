@@ -51,3 +51,23 @@ def test_the_job_service_store_and_cli_do_not_import_torch_when_loaded(folder):
     for path in sources(folder):
         top = imported(path, top_level_only=True)
         assert not {m for m in top if m.split(".")[0] in heavy or m.startswith(heavy)}, path
+
+
+CAPABILITY_NAMES = {"latent", "generate_from", "style_mixing_grid", "translate", "cycle_triplets",
+                    "truncation", "supports_ada"}
+
+
+def test_variant_capabilities_are_declared_not_probed():
+    """gand finds a variant's optional capabilities with isinstance (gand.api), never by asking
+    an object whether it has an attribute; only the plugin loader inspects signatures."""
+    for path in sources("gand"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                    node.func.id in ("hasattr", "getattr") and len(node.args) >= 2:
+                name = node.args[1]
+                assert node.func.id != "hasattr", f"{path}:{node.lineno} probes with hasattr"
+                assert not (isinstance(name, ast.Constant) and name.value in CAPABILITY_NAMES), \
+                    f"{path}:{node.lineno} probes for {name.value!r}"
+        if path.name != "plugins.py":
+            assert "inspect" not in {m.split(".")[0] for m in imported(path)}, path

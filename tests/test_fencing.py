@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import textwrap
 import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from support import fake_dist
 
 from gand.store import JobStatus, Store
 
@@ -179,21 +180,9 @@ def gand_register_metrics():
 '''
 
 
-def install_plugin(root: Path, name: str, source: str) -> Path:
-    """A plugin module and a distribution's metadata with its `gand` entry point, in a folder
-    that goes on PYTHONPATH: importlib.metadata finds it as if it were pip-installed."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{name}.py").write_text(textwrap.dedent(source))
-    info = root / f"{name}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[gand]\n{name} = {name}\n")
-    return root
-
-
 def test_an_evaluation_longer_than_two_leases_keeps_the_job(gand, tmp_path):
     g = gand
-    site = install_plugin(tmp_path / "site", "gand_slow_metric", SLOW_METRIC)
+    site = fake_dist(tmp_path / "site", "gand_slow_metric", SLOW_METRIC)
     lease = float(g.env["GAND_LEASE_SECONDS"])
     g.env["PYTHONPATH"] = os.pathsep.join([str(site), g.env.get("PYTHONPATH", "")])
     g.env["SLOW_METRIC_SECONDS"] = str(2.5 * lease)

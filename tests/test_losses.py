@@ -90,8 +90,8 @@ FORMULAS = [
                          ids=[f"{f[0]}{'-' + '-'.join(f[1]) if f[1] else ''}" for f in FORMULAS])
 def test_loss_values_match_the_formulas(registry, spec, given, d_expected, g_expected):
     loss = make(registry, spec, **given)
-    d, _ = loss.d_loss(D, REAL, FAKE, ctx())
-    g, _ = loss.g_loss(D, FAKE, REAL, ctx())
+    d, _ = loss.d_loss(D, real=REAL, fake=FAKE, ctx=ctx())
+    g, _ = loss.g_loss(D, real=REAL, fake=FAKE, ctx=ctx())
     assert d.item() == pytest.approx(d_expected, rel=1e-5, abs=1e-6)
     assert g.item() == pytest.approx(g_expected, rel=1e-5, abs=1e-6)
 
@@ -99,7 +99,7 @@ def test_loss_values_match_the_formulas(registry, spec, given, d_expected, g_exp
 def test_gradient_penalties_report_their_raw_value_and_reach_d(registry):
     w = W.clone().requires_grad_(True)
     loss = make(registry, "hinge+r1+gp")
-    d, report = loss.d_loss(lambda x: x @ w, REAL, FAKE, ctx())
+    d, report = loss.d_loss(lambda x: x @ w, real=REAL, fake=FAKE, ctx=ctx())
     assert report["r1"].item() == pytest.approx(0.45, rel=1e-5)
     assert report["gp"].item() == pytest.approx((math.sqrt(0.45) - 1) ** 2, rel=1e-5)
     d.backward()  # the penalties are differentiable in D's weights (create_graph)
@@ -123,9 +123,9 @@ def test_began_loss_weighs_fakes_by_k(registry):
     loss = make(registry, "began")
     loss.k = torch.tensor(0.25)
     err = lambda x: x.abs().sum(1)  # stands for D's per-example reconstruction error
-    d, _ = loss.d_loss(err, REAL, FAKE, ctx())
+    d, _ = loss.d_loss(err, real=REAL, fake=FAKE, ctx=ctx())
     assert d.item() == pytest.approx((3 + 1.5 + 2) / 3 - 0.25 * (1 + 4 + 2) / 3)
-    assert loss.g_loss(err, FAKE, REAL, ctx())[0].item() == pytest.approx(7 / 3)
+    assert loss.g_loss(err, real=REAL, fake=FAKE, ctx=ctx())[0].item() == pytest.approx(7 / 3)
 
 
 # ---------------------------------------------------------------------------------------------

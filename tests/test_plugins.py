@@ -15,12 +15,13 @@ from typing import Optional
 
 import pytest
 import torch
+from support import fake_dist
 from torch import nn
 
 from gand import hookspecs, plugins
 from gand.api import DataInfo, DatasetType, FunctionSource, Loss
 from gand.engine.adversarial import AdversarialVariant
-from gand.errors import PluginError, UsageError
+from gand.errors import UsageError
 from gand.hookspecs import hookimpl
 
 NO_ENTRY_POINTS = ("no-such-plugin",)  # an allowlist that admits none of the installed plugins
@@ -52,10 +53,10 @@ class InlineVariant(AdversarialVariant):
 class InlineLoss(Loss):
     name = "inline-loss"
 
-    def d_loss(self, D, real, fake, ctx):
+    def d_loss(self, D, *, real, fake, ctx):
         return D(fake).mean() - D(real).mean(), {}
 
-    def g_loss(self, D, fake, real, ctx):
+    def g_loss(self, D, *, real, fake, ctx):
         return -D(fake).mean(), {}
 
 
@@ -140,29 +141,178 @@ def test_registry_builds_what_inline_plugins_register():
 
 @pytest.mark.parametrize("hook", ["gand_register_variants", "gand_register_losses",
                                   "gand_register_datasets"])
-def test_a_name_registered_twice_names_both_plugins(hook):
+def test_a_name_registered_twice_leaves_out_both_plugins_only(hook):
     table, example = EXAMPLES[hook]
     cls = example()
     twin = type(cls.__name__ + "Twin", (cls,), {})  # another class under the same name
     first, second = inline_plugin("alpha", **{hook: [cls]}), inline_plugin("beta", **{hook: [twin]})
-    with pytest.raises(PluginError) as e:
-        plugins.load(allow=NO_ENTRY_POINTS, extra=(first, second))
+    bystander = inline_plugin("gamma", gand_register_metrics=[_inline_metric()])
+    reg = plugins.load(allow=NO_ENTRY_POINTS, extra=(first, second, bystander))
     kind = {"variants": "variant", "losses": "loss", "datasets": "dataset"}[table]
-    assert f"{kind} {cls.name!r} is registered by both alpha and beta" in str(e.value)
+    why = f"{kind} {cls.name!r} is registered by both alpha and beta"
+    errors = {p.name: p.error for p in reg.plugins if p.error != plugins.NOT_ALLOWED}
+    assert errors == {"alpha": why, "beta": why, "gamma": None}
+    assert getattr(reg, table) == {} and "inline-metric" in reg.metrics
+    assert getattr(reg.pm.hook, hook)() == []  # neither is called any more
 
 
-def test_a_name_taken_by_an_installed_plugin_is_refused():
+def test_a_name_taken_by_an_installed_plugin_leaves_out_both():
     impostor = type("Impostor", (InlineVariant,), {"name": "gan"})
-    with pytest.raises(PluginError, match="variant 'gan' is registered by both gan and impostor"):
-        plugins.load(allow=("gan",), extra=(inline_plugin("impostor",
-                                                          gand_register_variants=[impostor]),))
+    reg = plugins.load(allow=("gan", "dcgan"), extra=(inline_plugin(
+        "impostor", gand_register_variants=[impostor]),))
+    why = "variant 'gan' is registered by both gan and impostor"
+    assert {p.name: p.error for p in reg.plugins if p.name in ("gan", "impostor")} == {
+        "gan": why, "impostor": why}
+    assert set(reg.variants) == {"dcgan"}
 
 
-def test_a_registration_without_a_name_is_refused():
+def test_a_registration_without_a_name_is_reported():
     nameless = type("Nameless", (InlineLoss,), {"name": ""})
-    with pytest.raises(PluginError, match="plugin sloppy registered loss .*Nameless.* without a "):
-        plugins.load(allow=NO_ENTRY_POINTS,
-                     extra=(inline_plugin("sloppy", gand_register_losses=[nameless]),))
+    reg = plugins.load(allow=NO_ENTRY_POINTS,
+                       extra=(inline_plugin("sloppy", gand_register_losses=[nameless]),))
+    info = next(p for p in reg.plugins if p.name == "sloppy")
+    assert "registered loss" in info.error and "Nameless" in info.error
+    assert "without a name" in info.error and reg.losses == {}
+
+
+# Each of these plugins has one mistake an author makes; `gand plugins` reports it in one line,
+# and every other plugin keeps working.
+BAD_PLUGINS = {
+    "default-below-min": ("""
+        from gand.api import Option
+        from gand.engine.adversarial import AdversarialVariant
+        from gand.hookspecs import hookimpl
+
+        class Picky(AdversarialVariant):
+            name = "picky"
+            options = {"temperature": Option(float, 0.0, "a knob", min=0.1)}
+            def networks(self, info, options): ...
+
+        @hookimpl
+        def gand_register_variants():
+            return [Picky]
+        """, "variant picky option 'temperature' has default 0.0, which its own rules refuse"
+             " (must be at least 0.1)"),
+    "default-wrong-type": ("""
+        from gand.api import Loss, Option
+        from gand.hookspecs import hookimpl
+
+        class Wordy(Loss):
+            name = "wordy"
+            options = {"repeats": Option(int, "three", "how often")}
+            def d_loss(self, D, *, real, fake, ctx): ...
+            def g_loss(self, D, *, real, fake, ctx): ...
+
+        @hookimpl
+        def gand_register_losses():
+            return [Wordy]
+        """, "loss wordy option 'repeats' has default 'three', which is not a int"),
+    "misspelt-hook": ("""
+        from gand.api import Loss
+        from gand.hookspecs import hookimpl
+
+        class Typo(Loss):
+            name = "typo"
+            def d_loss(self, D, *, real, fake, ctx): ...
+            def g_loss(self, D, *, real, fake, ctx): ...
+
+        @hookimpl
+        def gand_register_loss():
+            return [Typo]
+        """, "implements unknown hook gand_register_loss; gand's hooks: gand_register_datasets,"),
+    "an-instance": ("""
+        from gand.api import Loss
+        from gand.hookspecs import hookimpl
+
+        class Eager(Loss):
+            name = "eager"
+            def d_loss(self, D, *, real, fake, ctx): ...
+            def g_loss(self, D, *, real, fake, ctx): ...
+
+        @hookimpl
+        def gand_register_losses():
+            return [Eager()]
+        """, "gand_register_losses returned an instance of Eager; register the class itself"),
+    "loss-arguments-renamed": ("""
+        from gand.api import Loss
+        from gand.hookspecs import hookimpl
+
+        class OldStyle(Loss):
+            name = "old-style"
+            def d_loss(self, D, x_real, x_fake, ctx): ...
+            def g_loss(self, D, *, real, fake, ctx): ...
+
+        @hookimpl
+        def gand_register_losses():
+            return [OldStyle]
+        """, "loss old-style: d_loss takes no argument 'real'; gand calls d_loss(D, *, real, "
+             "fake, ctx)"),
+    "not-a-subclass": ("""
+        from gand.hookspecs import hookimpl
+
+        class Lookalike:
+            name = "lookalike"
+
+        @hookimpl
+        def gand_register_variants():
+            return [Lookalike]
+        """, "gand_register_variants returned Lookalike, which is not a subclass of "
+             "gand.api.Variant"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PLUGINS))
+def test_a_plugin_with_a_mistake_is_reported_and_the_rest_work(gand_inprocess, tmp_path,
+                                                               monkeypatch, case):
+    source, message = BAD_PLUGINS[case]
+    # A module name per case: an imported module stays in sys.modules for the session.
+    site = fake_dist(tmp_path / "site", f"gand_bad_{case.replace('-', '_')}", source, entry="bad")
+    monkeypatch.syspath_prepend(str(site))
+    rows = {p["name"]: p for p in gand_inprocess.json("plugins")}
+    assert rows["bad"]["error"].startswith(message), rows["bad"]["error"]
+    assert "\n" not in rows["bad"]["error"] and rows["bad"]["registers"] == {}
+    assert [name for name, row in rows.items() if row["error"]] == ["bad"]
+    line = next(x for x in gand_inprocess.ok("plugins").splitlines() if x.startswith("bad "))
+    assert f"ERROR: {message}" in line
+    code, out, err = gand_inprocess("plugins", "--check")
+    assert code == 1 and err.strip().splitlines() == [f"gand: plugin bad: {rows['bad']['error']}"]
+    assert gand_inprocess("plugins", "--check", env={"GAND_PLUGINS": "gan,builtin-losses,"
+                                                     "builtin-datasets"})[0] == 0
+    job = gand_inprocess.json("submit", "gan", "--data", "ring8", "--steps", "5")
+    assert job["status"] == "queued"
+
+
+def test_a_variant_and_a_loss_declaring_one_option_are_both_reported(gand_inprocess, tmp_path,
+                                                                     monkeypatch):
+    site = fake_dist(tmp_path / "site", "gand_clashing_loss", """
+        from gand.api import Loss, Option
+        from gand.hookspecs import hookimpl
+
+        class Wide(Loss):
+            name = "wide"
+            options = {"ngf": Option(int, 64, "a loss option that dcgan also declares")}
+            def d_loss(self, D, *, real, fake, ctx):
+                return -D(real).mean() + D(fake).mean(), {}
+            def g_loss(self, D, *, real, fake, ctx):
+                return -D(fake).mean(), {}
+
+        @hookimpl
+        def gand_register_losses():
+            return [Wide]
+        """, entry="wide")
+    monkeypatch.syspath_prepend(str(site))
+    rows = {p["name"]: p for p in gand_inprocess.json("plugins")}
+    why = ("option 'ngf' is declared by both variant dcgan (dcgan) and loss wide (wide)")
+    assert why in rows["wide"]["warnings"] and why in rows["dcgan"]["warnings"]
+    assert rows["wide"]["error"] is None and rows["wide"]["registers"] == {"losses": ["wide"]}
+    code, _, err = gand_inprocess("plugins", "--check")
+    assert code == 1 and f"gand: plugin wide: {why}" in err
+    code, _, err = gand_inprocess("submit", "dcgan", "--data", "mnist:tests/data/mnist",
+                                  "--loss", "wide")
+    assert code == 2 and err.count("\n") == 1
+    assert "variant dcgan and loss wide both declare option 'ngf'" in err
+    assert gand_inprocess.json("submit", "gan", "--data", "ring8", "--loss", "wide",
+                               "--steps", "3")["loss"] == "wide"  # gan has no ngf: no clash
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,3 +388,22 @@ def test_gand_plugins_table_shows_each_plugin(gand_inprocess, broken_dist, monke
     assert "datasets: gauss1d, ring8" in lines["builtin-datasets"]
     assert "ERROR: RuntimeError: broken_plugin cannot start" in lines["broken"]
     assert "gand-broken-plugin 0.1" in lines["broken"]
+
+
+def test_a_checkpoint_of_other_networks_is_one_line_not_a_key_error(registry):
+    from gand.engine.trainer import Run
+    from gand.jobspec import build_config
+
+    small = build_config(registry, variant="gan", data="ring8", sets=["hidden=16"], device="cpu")
+    large = build_config(registry, variant="gan", data="ring8", sets=["hidden=32"], device="cpu")
+    wgan = build_config(registry, variant="wgan", data="ring8",
+                        device="cpu")
+    state = Run.build(small, registry, load_data=False).state(3)
+    for other in (large, wgan):
+        with pytest.raises(UsageError) as e:
+            Run.build(other, registry, load_data=False).restore(state)
+        assert str(e.value).startswith("the checkpoint does not match this job's networks: ")
+        assert "\n" not in str(e.value)
+    broken = dict(state, models={**state["models"], "nets": {"G": state["models"]["nets"]["G"]}})
+    with pytest.raises(UsageError, match="the checkpoint has no network 'D'; it holds G"):
+        Run.build(small, registry, load_data=False).restore(broken)

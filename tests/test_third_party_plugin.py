@@ -79,3 +79,46 @@ def test_installed_plugin_trains_a_job_in_a_real_worker(gand, gand_inprocess, ex
     gand_inprocess.ok("generate", job_id, "--n", "300", "--out", str(out), "--seed", "1")
     x = np.load(out)
     assert x.shape == (300, 2) and np.isfinite(x).all() and x.std() > 0
+
+
+@pytest.fixture
+def scaffolded(tmp_path, gand_inprocess, monkeypatch):
+    """A package written by `gand plugins new demo-gan`, pip-installed for the test."""
+    out = gand_inprocess.json("plugins", "new", "demo-gan", "--dir", str(tmp_path))
+    root = Path(out["path"])
+    assert root == tmp_path / "demo-gan"
+    p = pip("install", "--no-index", "--no-deps", "--no-build-isolation", "--force-reinstall",
+            str(root))
+    assert p.returncode == 0, f"pip install failed:\n{p.stdout}\n{p.stderr}"
+    importlib.invalidate_caches()
+    monkeypatch.setattr(plugins, "_cached", None)
+    try:
+        yield root
+    finally:
+        p = pip("uninstall", "-y", "gand-demo-gan")
+        importlib.invalidate_caches()
+        assert p.returncode == 0, f"pip uninstall failed:\n{p.stdout}\n{p.stderr}"
+
+
+def test_a_scaffolded_plugin_installs_shows_and_passes_its_own_tests(gand_inprocess, scaffolded):
+    rows = {p["name"]: p for p in gand_inprocess.json("plugins")}
+    assert rows["demo-gan"]["package"] == "gand-demo-gan" and rows["demo-gan"]["error"] is None
+    assert rows["demo-gan"]["registers"] == {"variants": ["demo-gan"], "losses": ["demo-gan-ns"]}
+    assert rows["demo-gan"]["capabilities"] == {"demo-gan": ["latent-space", "ada"]}
+    assert gand_inprocess("plugins", "--check")[0] == 0
+    # The package's own test, as its author runs it: a job through a real worker process.
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(scaffolded / "tests")], capture_output=True, text=True, timeout=600,
+                       cwd=scaffolded)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 passed" in p.stdout
+
+
+def test_plugins_new_refuses_a_bad_name_or_an_existing_folder(gand_inprocess, tmp_path):
+    where = tmp_path / "plugins"
+    code, _, err = gand_inprocess("plugins", "new", "My Plugin", "--dir", str(where))
+    assert code == 2 and "plugin name 'My Plugin' is invalid" in err and err.count("\n") == 1
+    (where / "taken").mkdir(parents=True)
+    code, _, err = gand_inprocess("plugins", "new", "taken", "--dir", str(where))
+    assert code == 2 and "already exists" in err
+    assert [x.name for x in where.iterdir()] == ["taken"] and not any((where / "taken").iterdir())

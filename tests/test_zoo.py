@@ -17,6 +17,7 @@ from support import MNIST
 from PIL import Image
 
 from gand import plugins
+from gand.api import DatasetType
 from gand.engine import augment
 from gand.engine.trainer import Run
 from gand.jobspec import build_config
@@ -157,20 +158,30 @@ def test_ada_augments_differentiably_and_steers_p():
 
 
 def test_ada_p_and_began_k_survive_a_checkpoint(registry):
-    for variant, sets, key in (("dcgan", ["ada=true"], "ada_p"), ("began", [], "k")):
-        cfg = build_config(registry, variant=variant, data=DIGITS, steps=2, sets=sets + ["ngf=8", "ndf=8"],
-                           seed=4, device="cpu")
-        first = Run.build(cfg, registry, load_data=False)
-        value = 0.37 if key == "ada_p" else torch.tensor(0.37)
-        first.models.extras[key] = value
-        state = first.state(2)
-        second = Run.build(cfg, registry, load_data=False)
-        assert float(second.models.extras[key]) == 0.0
-        assert second.restore(state) == 2
-        assert float(second.models.extras[key]) == pytest.approx(0.37)
+    """ADA's p is a variant extra; BEGAN's k is its loss's state (the documented state hook)."""
+    cfg = build_config(registry, variant="dcgan", data=DIGITS, steps=2,
+                       sets=["ada=true", "ngf=8", "ndf=8"], seed=4, device="cpu")
+    first = Run.build(cfg, registry, load_data=False)
+    first.models.extras["ada_p"] = 0.37
+    state = first.state(2)
+    second = Run.build(cfg, registry, load_data=False)
+    assert float(second.models.extras["ada_p"]) == 0.0
+    assert second.restore(state) == 2
+    assert float(second.models.extras["ada_p"]) == pytest.approx(0.37)
+
+    cfg = build_config(registry, variant="began", data=DIGITS, steps=2, sets=["ngf=8", "ndf=8"],
+                       seed=4, device="cpu")
+    first = Run.build(cfg, registry, load_data=False)
+    first.loss.load_state_dict({"k": torch.tensor(0.37)})
+    state = first.state(2)
+    assert float(state["loss"]["k"]) == pytest.approx(0.37)
+    second = Run.build(cfg, registry, load_data=False)
+    assert float(second.loss.state_dict()["k"]) == 0.0
+    assert second.restore(state) == 2
+    assert float(second.loss.state_dict()["k"]) == pytest.approx(0.37)
 
 
-class LabelledRing:
+class LabelledRing(DatasetType):
     """ring8 with each point's mode as its label: labelled vector data, for cgan's MLP path."""
 
     name = "labelled-ring"
@@ -178,7 +189,7 @@ class LabelledRing:
     needs_arg = False
 
     def describe(self, arg):
-        from gand.api import DataInfo
+        from gand.api import DatasetType, DataInfo
 
         return DataInfo(spec=self.name, kind="vector", shape=(2,), num_classes=8)
 

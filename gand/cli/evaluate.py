@@ -167,6 +167,7 @@ def interpolate(
     import torch
 
     from gand.cli.outputs import load_run
+    from gand.api import StyleMixing, Translation
     from gand.engine import interpolate as interp
     from gand.engine import samples
 
@@ -175,12 +176,12 @@ def interpolate(
     interp.check(steps, method)
     j, run, step = load_run(job, checkpoint, device)
     variant = run.variant
-    # Variants with their own pictures (duck-typed, so the core names no concrete variant).
-    if callable(getattr(variant, "style_mixing_grid", None)):
+    # Variants with their own pictures declare them (the core names no concrete variant).
+    if isinstance(variant, StyleMixing):
         kind, nrow = "style-mixing", steps + 1
         g = torch.Generator(device=run.device).manual_seed(seed)
         images = variant.style_mixing_grid(run.models, steps, generator=g).float().cpu()
-    elif callable(getattr(variant, "cycle_triplets", None)):
+    elif isinstance(variant, Translation):
         kind, nrow = "cycle", 3
         images = variant.cycle_triplets(run.models, _real_images(j, run, steps, seed), "a2b").cpu()
     else:

@@ -48,10 +48,9 @@ def generate(
             raise UsageError(f"--label {label} is invalid; expected 0 to {classes - 1}")
         kwargs["label"] = label
     if truncation is not None:
-        # Only variants whose sample() names a `truncation` parameter have a mean style.
-        import inspect
+        from gand.api import Truncation
 
-        if "truncation" not in inspect.signature(run.variant.sample).parameters:
+        if not isinstance(run.variant, Truncation):
             raise UsageError(f"--truncation {truncation}: variant {run.variant.name} has no "
                              f"truncation trick (stylegan has)")
         kwargs["truncation"] = truncation

@@ -1,6 +1,7 @@
 """Commands about the installation: worker, workers, plugins, config."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,16 +32,59 @@ def worker(
     raise typer.Exit(worker_mod.run(names, concurrency, burst, loglevel.upper()))
 
 
-def plugins(json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """Installed plugins, their versions, what they register and any load error."""
+plugins_app = typer.Typer(name="plugins", help="Installed plugins, and a scaffold for new ones.")
+
+
+@plugins_app.callback(invoke_without_command=True)
+def plugins(
+    ctx: typer.Context,
+    check: Annotated[bool, typer.Option("--check", help="exit 1 when any plugin has a problem "
+                                                        "(for CI and after an upgrade)")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Installed plugins: versions, what each registers, and any problem found as it loaded."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from gand.api import capabilities
+
     reg = registry()
     if json_:
-        print_json([p.to_json() for p in reg.plugins])
-        return
-    for p in reg.plugins:
-        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registers.items()) or "-"
-        ver = f"{p.dist} {p.version}" if p.dist else p.value
-        typer.echo(f"{p.name:18} {ver:22} {what}" + (f"  ERROR: {p.error}" if p.error else ""))
+        rows = []
+        for p in reg.plugins:
+            row = p.to_json()
+            row["capabilities"] = {v: capabilities(reg.variants[v])
+                                   for v in p.registers.get("variants", [])}
+            rows.append(row)
+        print_json(rows)
+    else:
+        for p in reg.plugins:
+            what = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registers.items()) or "-"
+            ver = f"{p.dist} {p.version}" if p.dist else p.value
+            typer.echo(f"{p.name:18} {ver:22} {what}" + (f"  ERROR: {p.error}" if p.error else "")
+                       + "".join(f"  WARNING: {w}" for w in p.warnings))
+    problems = reg.problems()
+    if check and problems:
+        for name, why in problems:
+            typer.echo(f"gand: plugin {name}: {why}", err=True)
+        raise typer.Exit(1)
+
+
+@plugins_app.command("new")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="the plugin's name, e.g. pacgan: its variant is "
+                                             "NAME and its loss NAME-ns")],
+    dir_: Annotated[Path, typer.Option("--dir", help="where to create the NAME/ folder")] = Path("."),
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Write a working plugin package (pyproject, a variant, a loss, a test, a README)."""
+    from gand.scaffold import new_plugin as write
+
+    root = write(name, dir_)
+    if json_:
+        print_json({"name": name, "path": str(root)})
+    else:
+        typer.echo(f"wrote {root}\nnext: pip install -e {root} && gand plugins --check && "
+                   f"python -m pytest {root / 'tests'}")
 
 
 def config(json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
@@ -80,5 +124,5 @@ def workers(
 def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
     app.command("workers")(workers)
-    app.command("plugins")(plugins)
+    app.add_typer(plugins_app, name="plugins")
     app.command("config")(config)

@@ -56,7 +56,9 @@ def translate(
     j = jobs().find(job)
     config = jobs().config(j)
     variant = registry().variant(config.variant)
-    if variant.domains != 2 or not callable(getattr(variant, "translate", None)):
+    from gand.api import Translation
+
+    if not isinstance(variant, Translation):
         raise UsageError(f"job {short(j.id)} is a {variant.name} job; gand translate needs a "
                          f"two-domain translation job such as cyclegan")
     if not input_.is_dir():

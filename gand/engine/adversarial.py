@@ -13,16 +13,17 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from gand.api import DataInfo, Loss, Models, StepContext, Variant
+from gand.api import DataInfo, LatentSpace, Loss, Models, StepContext, Variant
 from gand.engine import augment
 from gand.engine import options as engine_options
 
 
-class AdversarialVariant(Variant):
-    """A Variant whose subclasses provide `networks()`; conditional ones set needs_labels."""
+class AdversarialVariant(LatentSpace, Variant):
+    """A Variant whose subclasses provide `networks()`; conditional ones set needs_labels.
 
-    # `--set ada=true` works with every variant whose step is (or calls) this class's train_step.
-    supports_ada: bool = True
+    Its step augments every image D sees when `--set ada=true`: a subclass that keeps this step
+    may declare gand.api.SupportsADA.
+    """
 
     @abstractmethod
     def networks(self, info: DataInfo, options: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
@@ -86,7 +87,7 @@ class AdversarialVariant(Variant):
                 with ctx.autocast():
                     return self.discriminate(D, augment.augment(x, ada_p), _y)
 
-            d_loss, extra = loss.d_loss(d_call, real.x, fake, ctx)
+            d_loss, extra = loss.d_loss(d_call, real=real.x, fake=fake, ctx=ctx)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -111,7 +112,7 @@ class AdversarialVariant(Variant):
             with ctx.autocast():
                 return self.discriminate(D, augment.augment(x, ada_p), _y)
 
-        g_loss, extra = loss.g_loss(d_fake, fake, real.x, ctx)
+        g_loss, extra = loss.g_loss(d_fake, real=real.x, fake=fake, ctx=ctx)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

@@ -1,9 +1,9 @@
 """Walks through a generator's latent space: a row between two latents, or a 2-D grid.
 
 The lecture's exercise: interpolate between two noise vectors and watch the digit change
-smoothly; over a grid, two directions at once. Works with any variant that exposes its prior
-and its generator (`latent`, `generate_from`, as AdversarialVariant does); variants with other
-pictures to show (style mixing, A→B→A translation) provide them themselves.
+smoothly; over a grid, two directions at once. Works with any variant that declares
+gand.api.LatentSpace (as AdversarialVariant does); variants with other pictures to show declare
+StyleMixing or Translation.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import torch
 
+from gand.api import LatentSpace
 from gand.errors import UsageError
 
 METHODS = ("slerp", "lerp")
@@ -60,18 +61,16 @@ def latent_walk(variant: Any, models: Any, *, steps: int = 10, grid: bool = Fals
                 seed: int = 0, method: str = "slerp", label: Optional[int] = None) -> torch.Tensor:
     """Generated outputs along a latent row (steps) or over a latent grid (steps²), in order."""
     check(steps, method)
-    latent = getattr(variant, "latent", None)
-    generate_from = getattr(variant, "generate_from", None)
-    if latent is None or generate_from is None:
+    if not isinstance(variant, LatentSpace):
         raise UsageError(f"variant {variant.name} does not expose its latent space "
-                         f"(latent/generate_from), so it cannot be interpolated")
+                         f"(gand.api.LatentSpace), so it cannot be interpolated")
     G = models.nets.get("G_ema", models.nets.get("G"))
     device = next(G.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    ends = latent(models, 4 if grid else 2, device, generator=g)
+    ends = variant.latent(models, 4 if grid else 2, device, generator=g)
     z = plane(ends, steps, method) if grid else path(ends[0], ends[1], steps, method)
     y = None
-    if getattr(variant, "needs_labels", False):
+    if variant.needs_labels:
         # A conditional generator keeps one class so that only the latent moves.
         chosen = int(torch.randint(0, max(1, models.extras.get("num_classes", 1)), (1,),
                                    generator=torch.Generator().manual_seed(seed))) \
@@ -80,6 +79,6 @@ def latent_walk(variant: Any, models: Any, *, steps: int = 10, grid: bool = Fals
     was_training = G.training
     G.eval()
     try:
-        return generate_from(G, z, y).float()
+        return variant.generate_from(G, z, y).float()
     finally:
         G.train(was_training)

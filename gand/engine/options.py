@@ -12,7 +12,7 @@ import torch
 
 from gand.api import Loss, Option, Variant, parse_options
 from gand.engine import augment
-from gand.errors import PluginError
+from gand.errors import PluginError, UsageError
 
 ENGINE_OPTIONS: dict[str, Option] = {
     "batch_size": Option(int, 64, "examples per batch", min=1, max=1_000_000),
@@ -32,6 +32,11 @@ ENGINE_OPTIONS: dict[str, Option] = {
 def declared(variant: Variant, loss_cls: type[Loss]) -> dict[str, Option]:
     """Every option a job with this variant and loss accepts, with the variant's defaults."""
     table = dict(ENGINE_OPTIONS)
+    shared = sorted(set(variant.options) & set(loss_cls.options))
+    if shared:
+        raise UsageError(f"variant {variant.name} and loss {loss_cls.name} both declare option "
+                         f"{shared[0]!r}, so --set {shared[0]} would be ambiguous; choose another "
+                         f"loss (`gand plugins --check` reports such clashes)")
     for source in (variant.options, loss_cls.options):
         for key, opt in source.items():
             if key in ENGINE_OPTIONS:

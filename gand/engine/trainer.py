@@ -122,11 +122,13 @@ class Run:
     def state(self, step: int) -> dict[str, Any]:
         return {"format": ckpt.FORMAT, "gand_version": __version__, "step": step,
                 "config": json.dumps(self.config.to_dict()), "models": self.models.state_dict(),
+                "loss": self.loss.state_dict(),
                 "rng": ckpt.capture_rng()}
 
     def restore(self, state: dict[str, Any]) -> int:
         """Loads a checkpoint's models and RNG; returns the step it was taken at."""
         self.models.load_state_dict(state["models"])
+        self.loss.load_state_dict(state.get("loss") or {})  # absent in gand 0.1's checkpoints
         ckpt.restore_rng(state["rng"])
         return int(state["step"])
 

@@ -48,12 +48,12 @@ class SoftplusNS(Loss):
     output = "logits"
     options = {"real_weight": Option(float, 1.0, "weight of D's loss on real data", min=0.0)}
 
-    def d_loss(self, D, real, fake, ctx):
+    def d_loss(self, D, *, real, fake, ctx):
         real_term = F.softplus(-D(real)).mean()
         fake_term = F.softplus(D(fake)).mean()
         return self.opts["real_weight"] * real_term + fake_term, {"d_real": real_term.detach()}
 
-    def g_loss(self, D, fake, real, ctx):
+    def g_loss(self, D, *, real, fake, ctx):
         return F.softplus(-D(fake)).mean(), {}
 
 
