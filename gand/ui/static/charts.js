@@ -71,6 +71,9 @@ const charts = (() => {
     draw() {
       const data = this.data();
       if (!data[0].length) return;
+      // What is drawn, readable from outside (the browser tests watch curves grow).
+      this.container.dataset.points = String(data[0].length);
+      this.container.dataset.lastStep = String(data[0][data[0].length - 1]);
       // log needs positive values; losses of a WGAN are not, so asinh (linear near zero, log
       // beyond) is used whenever a value is at or below zero.
       const positive = data.slice(1).every((y) => y.every((v) => v === null || v > 0));

@@ -10,11 +10,12 @@
   const RESUMABLE = new Set(["succeeded", "failed", "cancelled"]);
 
   let detail = null;        // `gand show --json` of the job
+  let latest = null;        // the stream's last progress frame (it alone has the ETA)
   let samples = [];         // one sample artifact per step, by step
   let followLatest = true;  // the slider stays on the newest grid until the user moves it
   let reloading = null;
   const series = new Map(); // metric key → Map(step → value)
-  let lossChart = null, rateChart = null;
+  let lossChart = null, accChart = null, rateChart = null;
   const evalCharts = new Map();
 
   const slider = document.getElementById("slider");
@@ -113,18 +114,27 @@
 
   // --- curves -----------------------------------------------------------------------------
 
-  function lossKeys() { return [...series.keys()].filter((k) => k !== RATE).sort(); }
+  // D's accuracies live in [0, 1] and would flatten the losses: they get a chart of their own.
+  const isAccuracy = (k) => /(^|_)acc$/.test(k);
+  const lossKeys = () => [...series.keys()].filter((k) => k !== RATE && !isAccuracy(k)).sort();
+  const accKeys = () => [...series.keys()].filter(isAccuracy).sort();
+
+  function chartOf(chart, holderId, keys, opts) {
+    if (!keys.length) return chart;
+    if (!chart || chart.opts.names.join() !== keys.join()) {
+      if (chart) chart.destroy();
+      document.getElementById(holderId).replaceChildren();
+      chart = new charts.Chart(document.getElementById(holderId), {
+        names: keys, log: logBox.checked, smooth: Number(smoothInput.value), sync: "job", ...opts});
+    }
+    keys.forEach((k, i) => chart.set(i, series.get(k)));
+    return chart;
+  }
 
   function drawCurves() {
-    const keys = lossKeys();
-    if (!lossChart || lossChart.opts.names.join() !== keys.join()) {
-      if (lossChart) lossChart.destroy();
-      document.getElementById("loss-chart").replaceChildren();
-      lossChart = new charts.Chart(document.getElementById("loss-chart"), {
-        title: "losses", names: keys, height: 300, log: logBox.checked,
-        smooth: Number(smoothInput.value), sync: "job"});
-    }
-    keys.forEach((k, i) => lossChart.set(i, series.get(k)));
+    lossChart = chartOf(lossChart, "loss-chart", lossKeys(), {title: "losses", height: 300});
+    accChart = chartOf(accChart, "acc-chart", accKeys(),
+                       {title: "discriminator accuracy", height: 160, log: false});
     if (series.has(RATE)) {
       if (!rateChart) {
         rateChart = new charts.Chart(document.getElementById("rate-chart"), {
@@ -149,7 +159,7 @@
   });
   smoothInput.addEventListener("input", () => {
     document.getElementById("smooth-value").textContent = Number(smoothInput.value).toFixed(2);
-    if (lossChart) lossChart.setOption("smooth", Number(smoothInput.value));
+    for (const c of [lossChart, accChart]) if (c) c.setOption("smooth", Number(smoothInput.value));
   });
 
   // --- evaluations, checkpoints, events, config -------------------------------------------
@@ -177,7 +187,11 @@
     for (const [key, chart] of evalCharts) {
       if (!byKey.has(key)) { chart.destroy(); evalCharts.delete(key); }
     }
-    for (const [key, info] of [...byKey].sort(([a], [b]) => a.localeCompare(b))) {
+    // The value that picks the best checkpoint first, then the rest by name.
+    const rank = (k) => [k === (by && by.key) ? 0 : 1, k];
+    const keys = [...byKey.keys()].sort((a, b) => rank(a)[0] - rank(b)[0] || a.localeCompare(b));
+    for (const key of keys) {
+      const info = byKey.get(key);
       if (!evalCharts.has(key)) {
         const holder = el("div", {class: "eval-chart", "data-key": key});
         box.append(holder);
@@ -193,6 +207,7 @@
       chart.opts.mark = best ? {step: best.step, label} : null;
       chart.set(0, info.points);
     }
+    for (const key of keys) box.append(evalCharts.get(key).container);
   }
 
   function showCheckpoints(d) {
@@ -220,7 +235,7 @@
   async function reload() {
     detail = await gand.api(`/api/jobs/${jobId}`);
     describe(detail);
-    header(detail);
+    header(latest && latest.status === detail.status ? latest : detail);
     showSamples();
     showEvaluations(detail);
     showCheckpoints(detail);
@@ -250,7 +265,7 @@
 
   reload().then(() => {
     gand.stream({ids: jobId, points: 3000}, {
-      job: (state) => { header(state); if (changed(state)) reloadSoon(); },
+      job: (state) => { latest = state; header(state); if (changed(state)) reloadSoon(); },
       metrics: addMetrics,
       gone: () => gand.notice("this job was deleted"),
     });

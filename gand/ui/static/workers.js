@@ -31,7 +31,7 @@
         el("td", {}, el("span", {class: `badge ${w.state}`, text: w.state})),
         el("td", {text: j ? j.config.device : "–"}),
         el("td", {}, w.job ? el("a", {href: `/jobs/${w.job}`, text: j ? gand.jobLabel(j) : gand.shortId(w.job)}) : "–"),
-        el("td", {}, j ? gand.progressBar(j.step, j.total_steps, j.status) : "",
+        el("td", {class: "progress-cell"}, j ? gand.progressBar(j.step, j.total_steps, j.status) : "",
            j ? el("span", {class: "steps", text: `${j.step}/${j.total_steps}`}) : ""),
         el("td", {text: lease === null ? "–" : lease >= 0 ? `${Math.round(lease)}s left`
                                                          : `expired ${gand.duration(-lease)} ago`}));
