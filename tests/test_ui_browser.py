@@ -100,6 +100,7 @@ def page(browser, world):
 
 def _shot(world, page, name: str) -> Path:
     path = world["shots"] / name
+    page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring
     page.screenshot(path=str(path), full_page=True)
     if os.environ.get("GAND_UI_SCREENSHOTS"):
         folder = Path(os.environ["GAND_UI_SCREENSHOTS"])
@@ -189,6 +190,7 @@ def test_job_page_curves_and_progress_update_live(world, page):
     _shot(world, page, "job-live.png")
     page.goto(f"{world['url']}/jobs/{world['ring']}")
     expect(page.locator('#eval-charts [data-key="modes"] canvas')).to_have_count(1)
+    expect(page.locator("#loss-chart")).to_have_attribute("data-last-step", str(STEPS))
     _loaded(page, "#sample")
     _shot(world, page, "job-ring8.png")
 

@@ -87,8 +87,9 @@
         points: kind === "eval", log: logBox.checked,
         smooth: kind === "eval" || key === RATE ? 0 : Number(smoothInput.value)}));
       chartsByKey.get(key).kind = kind;
-      // Keep losses first, then throughput, then evaluations, each alphabetical.
-      const order = (k) => [chartsByKey.get(k).kind === "eval" ? 2 : k === RATE ? 1 : 0, k];
+      // Losses first, then D's accuracies, throughput, evaluations; each alphabetical.
+      const order = (k) => [chartsByKey.get(k).kind === "eval" ? 3 : k === RATE ? 2
+                            : /(^|_)acc$/.test(k) ? 1 : 0, k];
       const sorted = [...chartsByKey.keys()].sort((a, b) => {
         const [ra, ka] = order(a), [rb, kb] = order(b);
         return ra - rb || ka.localeCompare(kb);
