@@ -13,9 +13,11 @@ import contextlib
 import io
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -198,20 +200,30 @@ class Dashboard:
                                      stderr=open(self.log, "w"), text=True,
                                      start_new_session=True)
         self.lines: list[str] = []
-        # The first line names the URL it listens on; it listens before it prints it.
-        line = self._line(timeout)
-        assert line.startswith("gand ui: serving http://"), (line, self.log.read_text())
-        self.url = line.split()[3].rstrip("/")
+        self._said: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
         self.token = token
-        while "Ctrl-C" not in line:  # the rest of what it says at start (token, warnings)
+        try:
+            # The first line names the URL it listens on; it listens before it prints it.
             line = self._line(timeout)
+            assert line.startswith("gand ui: serving http://"), (line, self.log.read_text())
+            self.url = line.split()[3].rstrip("/")
+            while "Ctrl-C" not in line:  # the rest of what it says at start (token, warnings)
+                line = self._line(timeout)
+        except BaseException:
+            self.stop()  # no server left behind by a failed start
+            raise
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._said.put(line.strip())
 
     def _line(self, timeout: float) -> str:
-        import select
-
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"gand ui said nothing in {timeout}s: {self.log.read_text()}"
-        line = self.proc.stdout.readline().strip()
+        try:
+            line = self._said.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"gand ui said nothing in {timeout}s: "
+                                 f"{self.log.read_text()}") from None
         self.lines.append(line)
         return line
 
@@ -229,7 +241,6 @@ class Dashboard:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.proc.stdout.close()
 
 
 class HttpReply:

@@ -1,6 +1,7 @@
-"""The dashboard's HTTP side against a real `gand ui` process: the JSON API has the CLI's
-shapes, actions need the token, --read-only refuses them, only recorded files under the runs
-root are served, and bad ids or parameters get a 4xx with a JSON error, never a 500.
+"""The dashboard's HTTP side against a real `gand ui` process, on SQLite and on PostgreSQL:
+the JSON API has the CLI's shapes, actions need the token, --read-only refuses them, only
+recorded files under the runs root are served, and bad ids or parameters get a 4xx with a
+JSON error, never a 500.
 
 No training here: the store is filled the way a worker fills it (a claim, fenced writes), so
 the module runs in seconds. tests/test_ui_browser.py drives the pages with real workers.
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from PIL import Image
 
 from gand.store import JobStatus
 
-from support import Dashboard, Gand, InProcessCli, fetch, make_env, wait_for
+from support import (PG_URL, Dashboard, Gand, InProcessCli, drop_schema, make_env, pg_available,
+                     wait_for)
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -30,10 +34,12 @@ def _png(path: Path, shade: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def setup(tmp_path_factory, request):
+    if request.param == "postgres" and not pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
     home = tmp_path_factory.mktemp("uiapi")
-    g = Gand(home, make_env(home, "filesystem", "sqlite"))
+    g = Gand(home, make_env(home, "filesystem", request.param))
     cli = InProcessCli(g)
     store = g.store()
     config = {"variant": "gan", "loss": "bce", "steps": 4, "seed": 1, "version": 1,
@@ -84,6 +90,7 @@ def setup(tmp_path_factory):
     ui.stop()
     ro.stop()
     g.stop_workers()
+    drop_schema(home)
 
 
 def _same(api_value, cli_value):
@@ -233,6 +240,24 @@ def test_read_only_refuses_every_action_even_with_the_token(setup):
     assert not any("token" in line for line in ro.lines)
 
 
+def test_without_gand_ui_token_it_makes_one_and_prints_it(setup):
+    ui = Dashboard(setup["g"])
+    try:
+        (line,) = [line for line in ui.lines if "need the token" in line]
+        token = re.search(r"need the token (\S+) \(generated", line).group(1)
+        assert len(token) >= 32 and token != TOKEN
+        assert f"{ui.url}/?token={token}" in line
+        # The printed token is let through (the refusal is the job's state, not a 403).
+        reply = ui.post(f"/api/jobs/{setup['done']}/resume", body=b'{"steps": 2}',
+                        headers={"Authorization": f"Bearer {token}"})
+        assert reply.status == 400 and "already reached" in reply.json()["error"]
+        reply = ui.post(f"/api/jobs/{setup['done']}/resume", body=b'{"steps": 2}',
+                        headers={"Authorization": f"Bearer {TOKEN}"})
+        assert reply.status == 403
+    finally:
+        ui.stop()
+
+
 def test_it_binds_loopback_and_refuses_other_host_names(setup):
     ui = setup["ui"]
     assert ui.url.startswith("http://127.0.0.1:")
@@ -317,3 +342,20 @@ def test_one_stream_carries_the_board_progress_and_new_metrics(setup):
                              for r in stream.named("jobs")[-1]), 30, "the board at step 3")
     finally:
         stream.close()
+
+
+def test_it_stops_promptly_and_cleanly_with_streams_open(setup):
+    ui = Dashboard(setup["g"], token=TOKEN)
+    stream = _Events(f"{ui.url}/api/events?jobs=1&ids={setup['done']}")
+    try:
+        wait_for(lambda: stream.named("jobs"), 30, "the stream to start")
+        started = time.monotonic()
+        ui.stop()  # SIGTERM, as Ctrl-C or a service manager sends
+        # uvicorn re-raises the signal once it has shut down, so the status says SIGTERM.
+        assert ui.proc.returncode in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 10
+        log = ui.log.read_text()
+        assert "Traceback" not in log and "ERROR" not in log, log
+    finally:
+        stream.close()
+        ui.stop()

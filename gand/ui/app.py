@@ -8,6 +8,7 @@ else is logged here and answered 500 without a traceback.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -68,6 +69,9 @@ def create_app(service: JobService, *, token: str, read_only: bool = False,
     app.state.service = service
     app.state.access = api.Access(token=token, read_only=read_only)
     app.state.poll_seconds = poll_seconds
+    # Set when the server begins to stop: the open streams end themselves at their next tick,
+    # instead of being cut (with a traceback) when the graceful shutdown runs out.
+    app.state.stopping = threading.Event()
     return app
 
 

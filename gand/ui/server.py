@@ -5,16 +5,19 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
+
+import uvicorn
 
 from gand.errors import UsageError
 from gand.jobs.service import JobService
 
 # Names a browser may use for a loopback-bound dashboard (an SSH tunnel keeps them too).
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
-# Open streams would hold a shutdown forever; after this many seconds they are cut.
-GRACEFUL_SHUTDOWN_SECONDS = 2
+# Streams end within a poll once asked to stop; anything still open after this is cut.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,18 @@ class Listening:
     token_generated: bool
     read_only: bool
     loopback: bool
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which first tells the open streams to end when asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event):
+        super().__init__(config)
+        self.stopping = stopping
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.stopping.set()
+        super().handle_exit(sig, frame)
 
 
 def new_token() -> str:
@@ -64,8 +79,6 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(service: JobService, *, host: str, port: int, read_only: bool,
           token: Optional[str], on_ready: Callable[[Listening], None]) -> None:
     """Serves the dashboard until interrupted; `on_ready` hears where, once it listens."""
-    import uvicorn
-
     from gand.ui.app import create_app
 
     if token and len(token) < 16:
@@ -81,6 +94,6 @@ def serve(service: JobService, *, host: str, port: int, read_only: bool,
                      allowed_hosts=[*LOOPBACK_NAMES] if loopback else None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
-    server = uvicorn.Server(config)
+    server = _Server(config, app.state.stopping)
     on_ready(Listening(f"http://{shown}:{bound}/", token, generated, read_only, loopback))
     server.run(sockets=[sock])

@@ -18,6 +18,7 @@ The stream polls the store in a worker thread about once a second; it sends only
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
@@ -121,17 +122,18 @@ async def events(request: Request) -> StreamingResponse:
     found = await run_in_threadpool(lambda: [service.find(r).id for r in refs])
     feed = Feed(service, board=_flag(q.get("jobs")), workers=_flag(q.get("workers")),
                 jobs=[_Watched(i) for i in dict.fromkeys(found)], points=points)
-    interval = request.app.state.poll_seconds
-    return StreamingResponse(_frames(feed, interval), media_type="text/event-stream",
+    state = request.app.state
+    return StreamingResponse(_frames(feed, state.poll_seconds, state.stopping),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _frames(feed: Feed, interval: float) -> AsyncIterator[str]:
+async def _frames(feed: Feed, interval: float, stopping: threading.Event) -> AsyncIterator[str]:
     # No disconnect check here: Starlette's StreamingResponse listens for the client leaving
     # and cancels this generator (a second reader of `receive` would steal that message).
     yield f"retry: {RETRY_MS}\n\n"
     quiet_since = time.monotonic()
-    while True:
+    while not stopping.is_set():
         sent = await run_in_threadpool(feed.poll)
         for event, data in sent:
             yield f"event: {event}\ndata: {data}\n\n"

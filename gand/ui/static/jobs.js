@@ -65,10 +65,14 @@
 
   function render() {
     const variants = [...new Set(rows.map((r) => r.variant))].sort();
-    const keep = variantSel.value || params.get("variant") || "";
-    variantSel.replaceChildren(el("option", {value: "", text: "all"}),
-      ...variants.map((v) => el("option", {value: v, text: v})));
-    variantSel.value = variants.includes(keep) ? keep : "";
+    // Rebuilt only when the variants change, so an open dropdown is not closed under the user.
+    if (variantSel.dataset.variants !== variants.join()) {
+      const keep = variantSel.value || params.get("variant") || "";
+      variantSel.replaceChildren(el("option", {value: "", text: "all"}),
+        ...variants.map((v) => el("option", {value: v, text: v})));
+      variantSel.value = variants.includes(keep) ? keep : "";
+      variantSel.dataset.variants = variants.join();
+    }
     const shown = rows.filter((r) => (!statusSel.value || r.status === statusSel.value)
                                   && (!variantSel.value || r.variant === variantSel.value))
                       .sort(order);
