@@ -1,7 +1,8 @@
 """`gand ui`: the web dashboard (gand.ui), served from this process until Ctrl-C."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import os
+from typing import Annotated
 
 import typer
 
@@ -14,21 +15,26 @@ def ui(
     port: Annotated[int, typer.Option(help="port to listen on (0: any free port)")] = 8765,
     read_only: Annotated[bool, typer.Option("--read-only", help="refuse every action "
                                                                 "(cancel, resume)")] = False,
-    token: Annotated[Optional[str], typer.Option(
-        envvar="GAND_UI_TOKEN", show_default=False,
-        help="token that actions need (default: a new random one, printed)")] = None,
 ) -> None:
-    """Serve a live dashboard of jobs, curves, sample grids and workers in the browser."""
+    """Serve a live dashboard of jobs, curves, sample grids and workers in the browser.
+
+    Actions (cancel, resume) need a token: GAND_UI_TOKEN, else a random one printed here. It is
+    read from the environment only, never from the command line, where `ps` would show it."""
     from gand.ui.server import Listening, serve
+
+    token = os.environ.get("GAND_UI_TOKEN") or None
 
     def ready(at: Listening) -> None:
         typer.echo(f"gand ui: serving {at.url}" + ("  (read-only)" if at.read_only else ""),
                    err=False)
-        if not at.read_only:
-            source = "generated; set GAND_UI_TOKEN to choose it" if at.token_generated \
-                else "from GAND_UI_TOKEN"
-            typer.echo(f"gand ui: actions (cancel, resume) need the token {at.token} ({source});"
-                       f" open {at.url}?token={at.token} once to keep it in this browser")
+        if at.read_only:
+            pass
+        elif at.token_generated:
+            typer.echo(f"gand ui: actions (cancel, resume) need the token {at.token} (generated;"
+                       f" set GAND_UI_TOKEN to choose it); open {at.url}?token={at.token} once "
+                       f"to keep it in this browser")
+        else:  # the user's own secret: not echoed into logs
+            typer.echo("gand ui: actions (cancel, resume) need the token in GAND_UI_TOKEN")
         if not at.loopback:
             err(f"gand ui: warning: listening on {host}: anyone who can reach it can read every "
                 f"job; prefer the default 127.0.0.1 and an SSH tunnel")

@@ -17,6 +17,7 @@ from starlette.responses import FileResponse, Response
 
 from gand.errors import GandError, UsageError
 from gand.jobs.service import JobService
+from gand.store import parse_status
 from gand.ui import shapes
 
 MAX_STEP = 2**31 - 1
@@ -59,8 +60,6 @@ def jobs(request: Request) -> Response:
     variant = request.query_params.get("variant")
     rows = _service(request).summaries()
     if status:
-        from gand.store import parse_status
-
         wanted = parse_status(status).value
         rows = [r for r in rows if r["status"] == wanted]
     if variant:

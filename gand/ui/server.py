@@ -84,6 +84,7 @@ def serve(service: JobService, *, host: str, port: int, read_only: bool,
     if token and len(token) < 16:
         raise UsageError("GAND_UI_TOKEN is too short to guard actions; use at least 16 "
                          "characters, or leave it unset for a random one")
+    _ = service.store  # opens (and migrates) the database now: a bad URL is one line, not a 500
     generated = not token
     token = token or new_token()
     loopback = is_loopback(host)
