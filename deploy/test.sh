@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs gand's test suite: installs into .venv, starts Redis/PostgreSQL if needed, runs pytest.
+# Runs gand's test suite: installs into .venv, starts Redis/PostgreSQL if needed, makes sure
+# Chromium is there for the browser tests, runs pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$ROOT/deploy/services.sh"
+bash "$ROOT/deploy/browser.sh"
 cd "$ROOT"
 exec python -m pytest -q "$@"

@@ -13,9 +13,11 @@ import contextlib
 import io
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -185,6 +187,90 @@ class InProcessCli:
 
     def rows(self) -> dict[str, int]:
         return self.gand.store().count_rows()
+
+
+class Dashboard:
+    """A real `gand ui` process on a free port of 127.0.0.1, for one setup (a Gand)."""
+
+    def __init__(self, g: "Gand", *args: str, token: Optional[str] = None, timeout: float = 60):
+        env = {**g.env, **({"GAND_UI_TOKEN": token} if token else {})}
+        self.log = g.home / f"ui-{uuid.uuid4().hex[:6]}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "gand", "ui", "--port", "0", *args],
+                                     env=env, cwd=g.home, stdout=subprocess.PIPE,
+                                     stderr=open(self.log, "w"), text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self._said: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.token = token
+        try:
+            # The first line names the URL it listens on; it listens before it prints it.
+            line = self._line(timeout)
+            assert line.startswith("gand ui: serving http://"), (line, self.log.read_text())
+            self.url = line.split()[3].rstrip("/")
+            while "Ctrl-C" not in line:  # the rest of what it says at start (token, warnings)
+                line = self._line(timeout)
+        except BaseException:
+            self.stop()  # no server left behind by a failed start
+            raise
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._said.put(line.strip())
+
+    def _line(self, timeout: float) -> str:
+        try:
+            line = self._said.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"gand ui said nothing in {timeout}s: "
+                                 f"{self.log.read_text()}") from None
+        self.lines.append(line)
+        return line
+
+    def get(self, path: str, **kw: Any) -> "HttpReply":
+        return fetch("GET", self.url + path, **kw)
+
+    def post(self, path: str, **kw: Any) -> "HttpReply":
+        return fetch("POST", self.url + path, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class HttpReply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<HttpReply {self.status} {self.body[:300]!r}>"
+
+
+def fetch(method: str, url: str, *, headers: Optional[dict[str, str]] = None,
+         body: Optional[bytes] = None, timeout: float = 30) -> HttpReply:
+    """One HTTP request sent as written (no path normalisation): status, headers, body,
+    whatever the status."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, target, body=body, headers=headers or {})
+        reply = conn.getresponse()
+        return HttpReply(reply.status, {k.lower(): v for k, v in reply.getheaders()},
+                         reply.read())
+    finally:
+        conn.close()
 
 
 def make_env(home: Path, broker: str, database: str) -> dict[str, str]:

@@ -44,8 +44,17 @@ def test_the_cli_uses_no_worker_internals_and_holds_no_job_logic():
         assert not calls & (JOB_LOGIC - {"reap"}), (path, calls & JOB_LOGIC)
 
 
-@pytest.mark.parametrize("folder", ["gand/jobs", "gand/store", "gand/cli"])
-def test_the_job_service_store_and_cli_do_not_import_torch_when_loaded(folder):
+def test_the_dashboard_is_a_front_end_like_the_cli():
+    # It reads and acts through the job service: no worker, no job logic, no CLI.
+    for path in sources("gand/ui"):
+        assert not {m for m in imported(path) if m.startswith(("gand_workers", "gand.cli"))}, path
+        calls = {n.func.attr for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+        assert not calls & JOB_LOGIC, (path, calls & JOB_LOGIC)
+
+
+@pytest.mark.parametrize("folder", ["gand/jobs", "gand/store", "gand/cli", "gand/ui"])
+def test_the_job_service_store_cli_and_dashboard_do_not_import_torch_when_loaded(folder):
     heavy = ("torch", "torchvision", "numpy", "celery", "gand.engine", "gand.evaluation",
              "gand.api", "gand.jobspec", "gand.plugins", "gand_plugins", "gand_workers")
     for path in sources(folder):

@@ -14,13 +14,13 @@ try:  # typer ≥ 0.20 vendors click; older releases use click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from gand.cli import data, evaluate, jobs, ops, outputs, system, translate, watch
+from gand.cli import data, evaluate, export, jobs, ops, outputs, system, translate, ui, watch
 from gand.errors import GandError
 
 app = typer.Typer(name="gand", help="A GAN training daemon: submit, watch, cancel, compare, resume.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-for module in (jobs, watch, outputs, system, data, ops, translate, evaluate):
+for module in (jobs, watch, outputs, export, system, data, ops, translate, evaluate, ui):
     module.register(app)
 
 

@@ -10,6 +10,7 @@ import typer
 
 from gand.cli.context import jobs, print_json, short, store
 from gand.errors import UsageError
+from gand.jobs.pace import THROUGHPUT_KEY
 
 LOSS_KEYS = ("d_loss", "g_loss")
 
@@ -56,26 +57,44 @@ def follow(
 
 
 class _Bar:
-    """A rich progress bar for a terminal: step/total, elapsed time and the latest losses."""
+    """A rich progress bar for a terminal: step/total, elapsed time, time left (from the
+    trainer's img/s), img/s and the latest losses."""
 
     def __init__(self, state: dict):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.completed}/{task.total}"),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[losses]}"))
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[rate]}"),
+                                 TextColumn("{task.fields[losses]}"))
         self.progress.start()
         self.task = self.progress.add_task(short(state["id"]), total=state["total_steps"],
-                                           losses="")
+                                           eta="", rate="", losses="")
 
     def update(self, state: dict) -> None:
         m = state["metrics"]
         self.progress.update(self.task, completed=state["step"], total=state["total_steps"],
                              description=f"{short(state['id'])} {state['status']}",
+                             eta=_eta(state), rate=_rate(m),
                              losses="  ".join(f"{k}={m[k]:.4g}" for k in LOSS_KEYS if k in m))
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+def _eta(state: dict) -> str:
+    """"ETA 1:02:03" while running with a known speed, else nothing."""
+    eta = state.get("eta_s")
+    if eta is None:
+        return ""
+    seconds = int(round(eta))
+    return f"ETA {seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _rate(metrics: dict) -> str:
+    rate = metrics.get(THROUGHPUT_KEY)
+    return "" if rate is None or rate != rate else f"{rate:,.0f} img/s"
 
 
 def metrics(

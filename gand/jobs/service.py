@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from gand import settings as settings_mod
 from gand.errors import BrokerUnavailable, NotFound, StateError, TransitionRejected, UsageError
+from gand.jobs import pace
 from gand.jobs.config import JobConfig
 from gand.jobs.lease import lease_seconds
-from gand.store import ACTIVE, TERMINAL, Job, JobStatus, Store, parse_status
+from gand.store import ACTIVE, TERMINAL, Artifact, Job, JobStatus, Store, parse_status
 from gand.store.fence import Lease, LeaseLost
 
 if TYPE_CHECKING:  # only for annotations: importing these costs torch
@@ -50,6 +51,7 @@ class JobService:
                  store: Optional[Store] = None):
         self.settings = settings or settings_mod.load()
         self._store = store
+        self._latest: dict[str, tuple[tuple, dict[str, float]]] = {}
 
     @property
     def store(self) -> Store:
@@ -89,14 +91,63 @@ class JobService:
         return data
 
     def progress(self, job_id: str) -> dict[str, Any]:
-        """A job's status, step and latest metrics: one frame of `follow`."""
+        """A job's status, step, latest metrics and estimated seconds left (`eta_s`, None
+        unless it is running): one frame of `follow`."""
         j = self.store.get_job(job_id)
+        metrics = self.store.latest_metrics(j.id)
         state = {"id": j.id, "status": j.status.value, "step": j.step,
-                 "total_steps": j.total_steps, "metrics": self.store.latest_metrics(j.id)}
+                 "total_steps": j.total_steps, "metrics": metrics,
+                 "eta_s": pace.eta_seconds(j.status.value, j.step, j.total_steps, metrics,
+                                           pace.batch_size(j.config))}
         if j.status in TERMINAL:
             samples = [a.path for a in self.store.artifacts(j.id) if a.kind == "samples"]
             state.update(error=j.error, samples=samples[-1] if samples else None)
         return state
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every job as `gand list --json` shows it, with its latest metrics, `eta_s` and, for
+        a queued job, `queue_position` (1: the next its queue hands out): a jobs board."""
+        jobs = self.list()
+        # Messages leave a queue in the order they were sent, oldest submit first.
+        waiting: dict[str, int] = {}
+        position: dict[str, int] = {}
+        for j in sorted((j for j in jobs if j.status == JobStatus.queued),
+                        key=lambda j: (j.updated_at, j.id)):
+            waiting[j.queue] = waiting.get(j.queue, 0) + 1
+            position[j.id] = waiting[j.queue]
+        rows = []
+        for j in jobs:
+            metrics = self._latest_metrics(j)
+            rows.append({**j.to_json(), "metrics": metrics, "queue_position": position.get(j.id),
+                         "eta_s": pace.eta_seconds(j.status.value, j.step, j.total_steps,
+                                                   metrics, pace.batch_size(j.config))})
+        return rows
+
+    def _latest_metrics(self, job: Job) -> dict[str, float]:
+        # A job's metrics change only with a write that also moves its updated_at, so a board
+        # polled every second re-reads only the jobs that trained since the last poll.
+        key = (job.id, job.updated_at, job.epoch)
+        cached = self._latest.get(job.id)
+        if cached is None or cached[0] != key:
+            cached = (key, self.store.latest_metrics(job.id))
+            self._latest[job.id] = cached
+        return cached[1]
+
+    def artifact_file(self, artifact_id: int) -> tuple[Artifact, Path]:
+        """An artifact recorded in the store and the file it names, which must be a regular
+        file inside the artifacts root (GAND_HOME/runs) once symlinks are resolved; NotFound
+        otherwise, so that nothing but recorded run files can be read through this."""
+        if not 0 < artifact_id < 2**63:
+            raise NotFound(f"no artifact {artifact_id}")
+        artifact = self.store.artifact(artifact_id)
+        root = self.settings.runs.resolve()
+        try:
+            path = Path(artifact.path).resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, or a symlink loop
+            raise NotFound(f"artifact {artifact_id}: its file is gone") from None
+        if not path.is_relative_to(root) or not path.is_file():
+            raise NotFound(f"artifact {artifact_id}: its file is not under {root}")
+        return artifact, path
 
     def follow(self, ref: str, poll: float = FOLLOW_POLL_SECONDS) -> Iterator[dict[str, Any]]:
         """Yields a job's progress each time it changes, until (and including) its final state."""
@@ -112,7 +163,8 @@ class JobService:
             time.sleep(poll)
 
     def workers(self, timeout: float = 2.0) -> list[dict[str, Any]]:
-        """Live workers: idle ones answer a broadcast ping, busy ones hold a job's lease."""
+        """Workers: idle ones answer a broadcast ping, busy ones hold a job's lease, and lost
+        ones hold a job whose lease ran out (the reaper will requeue it)."""
         from gand import queue
 
         queue.check_broker()
@@ -126,10 +178,14 @@ class JobService:
         now = datetime.now(timezone.utc)
         for status in ACTIVE:
             for j in self.store.list_jobs(status):
-                if j.worker and j.lease_expires_at and j.lease_expires_at > now:
-                    rows[j.worker] = {"worker": j.worker, "state": "busy", "job": j.id,
-                                      "step": j.step,
-                                      "lease_expires_at": j.lease_expires_at.isoformat()}
+                if not (j.worker and j.lease_expires_at):
+                    continue
+                live = j.lease_expires_at > now
+                if not live and j.worker in rows:
+                    continue  # it answered the ping: alive, whatever became of that job
+                rows[j.worker] = {"worker": j.worker, "state": "busy" if live else "lost",
+                                  "job": j.id, "step": j.step,
+                                  "lease_expires_at": j.lease_expires_at.isoformat()}
         return sorted(rows.values(), key=lambda r: r["worker"])
 
     # --- changing ---------------------------------------------------------------------------

@@ -237,13 +237,16 @@ class Store:
                           .values(step=_at_least(step), updated_at=now)
                           .execution_options(synchronize_session=False))
 
-    def metrics(self, job_id: str, key: str | None = None, *,
-                superseded: bool = False) -> list[Metric]:
+    def metrics(self, job_id: str, key: str | None = None, *, superseded: bool = False,
+                since: int | None = None) -> list[Metric]:
         """A job's metric rows by step: one series, each step from the attempt that last
-        trained it; with `superseded`, also the rows of attempts that a resume went back on."""
+        trained it; with `superseded`, also the rows of attempts that a resume went back on;
+        with `since`, only the steps after it (what a live view has not seen yet)."""
         query = select(Metric).where(Metric.job_id == job_id)
         if key is not None:
             query = query.where(Metric.key == key)
+        if since is not None:
+            query = query.where(Metric.step > since)
         with self.session() as s:
             if not superseded:
                 query = query.where(_live_metrics(s, job_id))
@@ -313,6 +316,14 @@ class Store:
             artifact = Artifact(job_id=job_id, kind=kind, path=str(path), step=step,
                                 time=utcnow())
             s.add(artifact)
+        return artifact
+
+    def artifact(self, artifact_id: int) -> Artifact:
+        """One artifact row by its id (NotFound if there is none)."""
+        with self.session() as s:
+            artifact = s.get(Artifact, artifact_id)
+        if artifact is None:
+            raise NotFound(f"no artifact {artifact_id!r}")
         return artifact
 
     def artifacts(self, job_id: str) -> list[Artifact]:
