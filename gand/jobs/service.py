@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # only for annotations: importing these costs torch
 log = logging.getLogger("gand.jobs")
 
 FOLLOW_POLL_SECONDS = 0.5
+LOST_AFTER_LEASES = 3  # a worker silent for this many leases shows as lost
+QUEUE_SCAN = 200       # queued jobs a worker looks through for one it can run
 
 
 def short(job_id: str) -> str:
@@ -50,6 +52,7 @@ class JobService:
                  store: Optional[Store] = None):
         self.settings = settings or settings_mod.load()
         self._store = store
+        self._noted: set[tuple[str, str]] = set()  # hand-back events this process recorded
 
     @property
     def store(self) -> Store:
@@ -77,10 +80,18 @@ class JobService:
         return JobConfig.from_dict(job.config).with_steps(job.total_steps)
 
     def show(self, ref: str) -> dict[str, Any]:
-        """Everything known about a job, in the shape of `gand show --json`."""
+        """Everything known about a job, in the shape of `gand show --json`.
+
+        A queued job also gets `queue_position` (1: the next its queue hands out) and
+        `waiting_for`: why no live worker can take it (a missing plugin or resource), or None.
+        """
         s = self.store
         job = s.find_job(ref)
         data = job.to_json()
+        if job.status == JobStatus.queued:
+            order = [j.id for j in s.queued_jobs([job.queue])]
+            data["queue_position"] = order.index(job.id) + 1 if job.id in order else None
+            data["waiting_for"] = self.waiting_reason(job)
         data["metrics"] = s.latest_metrics(job.id)
         data["checkpoints"] = [c.to_json() for c in s.checkpoints(job.id)]
         data["artifacts"] = [a.to_json() for a in s.artifacts(job.id)]
@@ -111,26 +122,22 @@ class JobService:
                 return
             time.sleep(poll)
 
-    def workers(self, timeout: float = 2.0) -> list[dict[str, Any]]:
-        """Live workers: idle ones answer a broadcast ping, busy ones hold a job's lease."""
-        from gand import queue
+    def workers(self) -> list[dict[str, Any]]:
+        """The fleet from the worker registry: every worker process with its host, pid,
+        queues, GPUs, job and state (idle, busy, stopped, or lost: no heartbeat for
+        LOST_AFTER_LEASES leases). Reads the database only: fast, and the same on every host."""
+        lost_after = LOST_AFTER_LEASES * lease_seconds()
+        return [w.to_json(lost_after) for w in self.store.workers()]
 
-        queue.check_broker()
-        # A worker runs its job in the process that answers control messages (solo pool), so a
-        # busy worker cannot answer a ping; the database's leases say who is busy instead.
-        rows: dict[str, dict] = {}
-        for reply in queue.app().control.ping(timeout=timeout) or []:
-            for name in reply:
-                rows[name] = {"worker": name, "state": "idle", "job": None, "step": None,
-                              "lease_expires_at": None}
-        now = datetime.now(timezone.utc)
-        for status in ACTIVE:
-            for j in self.store.list_jobs(status):
-                if j.worker and j.lease_expires_at and j.lease_expires_at > now:
-                    rows[j.worker] = {"worker": j.worker, "state": "busy", "job": j.id,
-                                      "step": j.step,
-                                      "lease_expires_at": j.lease_expires_at.isoformat()}
-        return sorted(rows.values(), key=lambda r: r["worker"])
+    def waiting_reason(self, job: Job) -> Optional[str]:
+        """Why no live worker can run this queued job, or None (see gand.jobs.placement)."""
+        from gand.jobs.placement import waiting_reason
+
+        return waiting_reason(self.workers(), job.queue, job.variant, self.config(job))
+
+    def queue_order(self) -> list[Job]:
+        """Queued jobs in the order workers take them (priority, then submit time)."""
+        return self.store.queued_jobs()
 
     # --- changing ---------------------------------------------------------------------------
 
@@ -151,7 +158,8 @@ class JobService:
         queue.check_broker()  # before writing anything: no job is left behind for a dead broker
         job = self.store.create_job(variant=config.variant, loss=config.loss,
                                     data=[d.spec for d in config.data], config=config.to_dict(),
-                                    total_steps=config.steps, queue=config.queue, name=name)
+                                    total_steps=config.steps, queue=config.queue, name=name,
+                                    priority=config.priority)
         try:
             queue.enqueue(job.id, job.queue)
         except BrokerUnavailable:
@@ -249,6 +257,47 @@ class JobService:
         return j, run, chosen.step
 
     # --- the worker's side ------------------------------------------------------------------
+
+    def claim_next(self, worker: dict[str, Any], hint: Optional[str] = None
+                   ) -> Optional["JobWriter"]:
+        """Claims the best queued job `worker` (its registry row) can run: highest priority,
+        then oldest, on its queues. The database decides which job runs; the message that woke
+        the worker (`hint`, a job id) only said that there is work. A job this worker cannot
+        run stays queued for one that can, with an event saying why (once per worker)."""
+        from gand.jobs.placement import why_not
+
+        for job in self.store.queued_jobs(worker["queues"], limit=QUEUE_SCAN):
+            reason = why_not(worker, job.queue, job.variant, self.config(job))
+            if reason is not None:
+                self._hand_back(job, worker["worker"], reason)
+                continue
+            writer = self.claim(job.id, worker["worker"])
+            if writer is not None:
+                return writer
+        if hint is not None:
+            log.debug("woken for job %s, but no queued job is for %s", hint, worker["worker"])
+        return None
+
+    def next_for(self, worker: dict[str, Any]) -> Optional[Job]:
+        """The queued job `worker` would claim next, without claiming it (or None)."""
+        from gand.jobs.placement import why_not
+
+        for job in self.store.queued_jobs(worker["queues"], limit=QUEUE_SCAN):
+            if why_not(worker, job.queue, job.variant, self.config(job)) is None:
+                return job
+        return None
+
+    def _hand_back(self, job: Job, worker: str, reason: str) -> None:
+        note = f"handed back by {worker}: {reason}"
+        # Once per worker and job: an idle worker looks at the queue every few seconds.
+        if (job.id, note) in self._noted:
+            return
+        self._noted.add((job.id, note))
+        if not any(e.reason == note for e in self.store.events(job.id)):
+            try:
+                self.store.note(job.id, note, worker)
+            except NotFound:
+                pass
 
     def claim(self, job_id: str, worker: str) -> Optional["JobWriter"]:
         """Takes a queued job for `worker`: a writer bound to the new lease, or None when the
