@@ -17,6 +17,7 @@ import re
 import socket
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,6 +29,7 @@ from gand import queue
 log = logging.getLogger("gand.worker")
 
 FLEET_SECONDS = 5.0  # at most this long between two heartbeats / reaper passes of a worker
+FORGET_SECONDS = 24 * 3600  # registry rows not heard of for a day are removed
 
 
 @dataclass
@@ -110,7 +112,8 @@ def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: i
     signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
     if burst:
         BurstMonitor(me, jobs, ready).start()
-    FleetThread(me, ready).start()
+    fleet = FleetThread(me, ready)
+    fleet.start()
     worker = celery.Worker(
         hostname=me.name,
         queues=me.queues + [me.private_queue], pool="solo", concurrency=1, loglevel=loglevel,
@@ -119,6 +122,8 @@ def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: i
     try:
         worker.start()
     finally:
+        fleet.stop.set()
+        fleet.join(timeout=10)  # its next heartbeat must not overwrite "stopped"
         try:
             jobs.store.worker_seen(me.name, state="stopped", job_id=None)
         except Exception:  # the database is gone too: the registry will call it lost
@@ -180,11 +185,15 @@ class FleetThread(threading.Thread):
 
         import gand_workers.tasks as tasks
 
-        jobs = None
+        jobs, pruned = None, 0.0
         self.ready.wait(60)
         while not self.stop.is_set():
             try:
                 jobs = jobs or JobService()
+                if time.monotonic() - pruned > FORGET_SECONDS / 24:
+                    pruned = time.monotonic()
+                    jobs.store.forget_workers(datetime.now(timezone.utc)
+                                              - timedelta(seconds=FORGET_SECONDS))
                 job = tasks.current_job()
                 jobs.store.worker_seen(self.me.name, state="busy" if job else "idle",
                                        job_id=job)

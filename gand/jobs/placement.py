@@ -44,8 +44,10 @@ def waiting_reason(workers: list[dict[str, Any]], queue: str, variant: str,
     reasons = {w["worker"]: why_not(w, queue, variant, config) for w in live}
     if any(r is None for r in reasons.values()):
         return None
-    distinct = sorted(set(reasons.values()))
-    if len(distinct) == 1:
-        return f"no live worker can run it: {distinct[0]} ({len(live)} live)"
-    return "no live worker can run it: " + "; ".join(f"{w}: {r}" for w, r in
-                                                      sorted(reasons.items()))
+    by_reason: dict[str, list[str]] = {}
+    for worker, reason in sorted(reasons.items()):
+        by_reason.setdefault(reason, []).append(worker)
+    if len(by_reason) == 1:
+        return f"no live worker can run it: {next(iter(by_reason))} ({len(live)} live)"
+    return "no live worker can run it: " + "; ".join(
+        f"{reason} ({', '.join(workers)})" for reason, workers in sorted(by_reason.items()))
