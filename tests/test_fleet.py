@@ -150,3 +150,43 @@ def test_gand_workers_lists_the_fleet_and_marks_a_silent_worker_lost(gand):
     assert lost["pid"] == w.pid
     text = cli(g, "workers")[1]
     assert "lost" in text and str(w.pid) in text
+
+
+def test_paths_are_stored_relative_to_the_artifacts_root_so_another_host_resumes(gand, tmp_path):
+    """Two 'hosts' mount the shared artifacts at different paths (here: two symlinks)."""
+    g = gand
+    shared = tmp_path / "nfs"
+    shared.mkdir()
+    (tmp_path / "host-a").symlink_to(shared)
+    (tmp_path / "host-b").symlink_to(shared)
+    g.env["GAND_ARTIFACTS"] = str(tmp_path / "host-a")
+    job_id = submit(g, "gan", "--data", "ring8", "--steps", "100000", "--checkpoint-every", "50",
+                    "--sample-every", "50")
+    a = g.worker(burst=False)
+    wait_for(lambda: job(g, job_id)["step"] >= 120, 120, "two checkpoints on host A")
+    os.killpg(a.pid, signal.SIGKILL)
+    a.wait()
+    store = g.store()
+    stored = [c.path for c in store.checkpoints(job_id)]
+    assert stored and all(p.startswith(f"runs/{job_id}/checkpoints/") for p in stored), stored
+    assert all(not x.path.startswith("/") for x in store.artifacts(job_id))
+    # Host B sees the same files under its own path, takes the job over and goes on from them.
+    g.env["GAND_ARTIFACTS"] = str(tmp_path / "host-b")
+    b = g.worker(burst=False)
+    resumed = wait_for(lambda: (j := job(g, job_id))["recoveries"] == 1 and j["step"] > 150
+                       and f"gand-{b.pid}@" in (j["worker"] or "") and j, 120, "host B")
+    paths = [c["path"] for c in resumed["checkpoints"]]
+    assert all(p.startswith(str(tmp_path / "host-b")) for p in paths), paths  # as B sees them
+    skipped = [e for e in resumed["events"] if "skipped checkpoint" in (e["reason"] or "")]
+    assert skipped == []  # B read A's checkpoint through its own mount point
+    steps = [m.step for m in store.metrics(job_id, "g_loss", superseded=True)]
+    assert steps.count(1) == 1  # B continued from A's checkpoint, not from step 0
+
+
+def test_a_host_that_cannot_see_the_artifacts_root_says_so(gand, tmp_path):
+    gand.env["GAND_ARTIFACTS"] = str(tmp_path / "not-mounted")
+    p = gand.run("worker", "--burst", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"gand: error: artifacts root {tmp_path / 'not-mounted'} does not exist on this host; "
+        f"mount the shared storage there or set GAND_ARTIFACTS to where it is mounted"]

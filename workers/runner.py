@@ -153,7 +153,8 @@ def _restore_latest(writer: JobWriter, run: Run) -> int:
     for c in sorted(writer.store.checkpoints(writer.job_id), key=lambda c: (c.step, c.id),
                     reverse=True):
         try:
-            state = ckpt.load(Path(c.path), c.sha256, map_location=run.device)
+            state = ckpt.load(writer.settings.local_path(c.path), c.sha256,
+                              map_location=run.device)
         except CheckpointError as e:
             log.warning("job %s: skipping checkpoint at step %d: %s", writer.job_id, c.step, e)
             writer.note(f"skipped checkpoint at step {c.step}: {e}")

@@ -24,7 +24,7 @@ from typing import Optional
 from celery import signals
 from celery.worker import state as worker_state
 
-from gand import queue
+from gand import queue, settings as settings_mod
 
 log = logging.getLogger("gand.worker")
 
@@ -98,6 +98,7 @@ def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: i
     import gand_workers.tasks as tasks
 
     me = identity(queues)
+    settings_mod.load().check_artifacts()  # before taking any job: say so if it cannot see them
     registry = plugins.registry()
     for p in registry.plugins:
         if p.error and p.error != plugins.NOT_ALLOWED:

@@ -93,8 +93,12 @@ class JobService:
             data["queue_position"] = order.index(job.id) + 1 if job.id in order else None
             data["waiting_for"] = self.waiting_reason(job)
         data["metrics"] = s.latest_metrics(job.id)
-        data["checkpoints"] = [c.to_json() for c in s.checkpoints(job.id)]
-        data["artifacts"] = [a.to_json() for a in s.artifacts(job.id)]
+        # Paths as this host sees them (the store keeps them relative to the artifacts root).
+        local = self.settings.local_path
+        data["checkpoints"] = [{**c.to_json(), "path": str(local(c.path))}
+                               for c in s.checkpoints(job.id)]
+        data["artifacts"] = [{**a.to_json(), "path": str(local(a.path))}
+                             for a in s.artifacts(job.id)]
         data["events"] = [e.to_json() for e in s.events(job.id)]
         data["evaluations"] = [e.to_json() for e in s.evaluations(job.id)]
         return data
@@ -105,7 +109,8 @@ class JobService:
         state = {"id": j.id, "status": j.status.value, "step": j.step,
                  "total_steps": j.total_steps, "metrics": self.store.latest_metrics(j.id)}
         if j.status in TERMINAL:
-            samples = [a.path for a in self.store.artifacts(j.id) if a.kind == "samples"]
+            samples = [str(self.settings.local_path(a.path))
+                       for a in self.store.artifacts(j.id) if a.kind == "samples"]
             state.update(error=j.error, samples=samples[-1] if samples else None)
         return state
 
@@ -253,7 +258,8 @@ class JobService:
             raise UsageError(f"--checkpoint {which!r} is invalid; expected latest, best or a "
                              f"step number")
         run = Run.build(self.config(j), registry, device=device, load_data=False)
-        run.restore(ckpt.load(Path(chosen.path), chosen.sha256, map_location=run.device))
+        run.restore(ckpt.load(self.settings.local_path(chosen.path), chosen.sha256,
+                              map_location=run.device))
         return j, run, chosen.step
 
     # --- the worker's side ------------------------------------------------------------------
@@ -328,6 +334,7 @@ class JobWriter:
 
     def __init__(self, service: JobService, job: Job, lease: Lease):
         self.service, self.store, self.job, self.lease = service, service.store, job, lease
+        self.settings = service.settings
         self.config = service.config(job)
 
     @property
@@ -344,8 +351,8 @@ class JobWriter:
         self.store.add_metrics(self.job_id, rows, step, fence=self.lease)
 
     def checkpoint(self, step: int, path: Path, nbytes: int, sha256: str):
-        return self.store.add_checkpoint(self.job_id, step, str(path), nbytes, sha256,
-                                         fence=self.lease)
+        return self.store.add_checkpoint(self.job_id, step, self.settings.stored_path(path),
+                                         nbytes, sha256, fence=self.lease)
 
     def prune_checkpoints(self, keep: int) -> None:
         """Deletes all but the newest `keep` checkpoints (0: keep all), never the best one."""
@@ -358,10 +365,11 @@ class JobWriter:
             # Row first, fenced: a stale worker deletes nothing; a crash in between leaves a
             # stray file, never a row without its file.
             self.store.delete_checkpoint(c.id, fence=self.lease)
-            Path(c.path).unlink(missing_ok=True)
+            self.settings.local_path(c.path).unlink(missing_ok=True)
 
     def artifact(self, kind: str, path: Path, step: Optional[int]) -> None:
-        self.store.add_artifact(self.job_id, kind, str(path), step, fence=self.lease)
+        self.store.add_artifact(self.job_id, kind, self.settings.stored_path(path), step,
+                                fence=self.lease)
 
     def note(self, reason: str) -> None:
         self.store.note(self.job_id, reason, self.lease.worker, fence=self.lease)
