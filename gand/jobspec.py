@@ -101,7 +101,9 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
                  evaluation: Optional[dict[str, Any]] = None,
                  max_recoveries: int = jobcfg.MAX_RECOVERIES,
                  keep_checkpoints: int = jobcfg.KEEP_CHECKPOINTS,
-                 on_diverge: str = jobcfg.ON_DIVERGE) -> JobConfig:
+                 on_diverge: str = jobcfg.ON_DIVERGE, priority: int = jobcfg.PRIORITY,
+                 gpus: Optional[int] = None,
+                 min_gpu_mem: Optional[float] = None) -> JobConfig:
     """Checks every submit option and returns the job config that workers will run.
 
     `evaluation` holds the keyword arguments of gand.evaluation.spec.eval_config (every,
@@ -142,6 +144,7 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
 
     reliability_options(max_recoveries=max_recoveries, keep_checkpoints=keep_checkpoints,
                         on_diverge=on_diverge)
+    device = placement_options(priority, gpus, min_gpu_mem, device)
     # None unless --eval-every: then metrics, best-by and classifier, checked here.
     ev = eval_spec.eval_config(registry, infos[0], **(evaluation or {}))
     default_every = max(1, min(jobcfg.SCHEDULE_CAP, steps))
@@ -166,6 +169,9 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
         max_recoveries=max_recoveries,
         keep_checkpoints=keep_checkpoints,
         on_diverge=on_diverge,
+        priority=priority,
+        gpus=gpus,
+        min_gpu_mem_gb=min_gpu_mem,
     )
 
 
@@ -232,3 +238,31 @@ def reliability_options(*, max_recoveries: int, keep_checkpoints: int, on_diverg
     if on_diverge not in jobcfg.ON_DIVERGE_CHOICES:
         raise UsageError(f"--on-diverge {on_diverge!r} is invalid; expected "
                          f"{one_of(jobcfg.ON_DIVERGE_CHOICES)}")
+
+
+def placement_options(priority: int, gpus: Optional[int], min_gpu_mem: Optional[float],
+                      device: str) -> str:
+    """Checks --priority, --gpus and --min-gpu-mem against each other and --device; returns the
+    device the job runs on (a CPU job, --gpus 0, runs on the CPU wherever it lands)."""
+    low, high = jobcfg.PRIORITY_RANGE
+    if not low <= priority <= high:
+        raise UsageError(f"--priority {priority} is invalid; expected {low} to {high} (higher "
+                         f"runs first)")
+    if gpus is not None and gpus not in (0, 1):
+        raise UsageError(f"--gpus {gpus} is invalid; expected 0 (a CPU job) or 1 (a GPU job)")
+    if min_gpu_mem is not None:
+        if not (min_gpu_mem == min_gpu_mem and 0 < min_gpu_mem <= 10_000):
+            raise UsageError(f"--min-gpu-mem {min_gpu_mem} is invalid; expected gigabytes, "
+                             f"more than 0 and at most 10000")
+        if gpus == 0:
+            raise UsageError(f"--min-gpu-mem {min_gpu_mem:g} asks for a GPU, but --gpus 0 asks "
+                             f"for a CPU job; drop one")
+    if gpus == 0:
+        if device.startswith("cuda"):
+            raise UsageError(f"--device {device} asks for a GPU, but --gpus 0 asks for a CPU "
+                             f"job; drop one")
+        return "cpu"
+    if (gpus == 1 or min_gpu_mem) and device == "cpu":
+        raise UsageError("--device cpu contradicts --gpus 1 / --min-gpu-mem; drop one")
+    return device
+

@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 from gand.errors import UsageError
 
-KEYS = ("home", "broker_url", "database_url", "plugins", "inception_weights")
+KEYS = ("home", "broker_url", "database_url", "plugins", "inception_weights", "artifacts")
 ENV = {"home": "GAND_HOME", "broker_url": "GAND_BROKER_URL",
        "database_url": "GAND_DATABASE_URL", "plugins": "GAND_PLUGINS",
-       "inception_weights": "GAND_INCEPTION_WEIGHTS"}  # a local file: FID never downloads
+       "inception_weights": "GAND_INCEPTION_WEIGHTS",  # a local file: FID never downloads
+       # Checkpoints, samples and evaluations: shared storage (an NFS mount) in a fleet.
+       "artifacts": "GAND_ARTIFACTS"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def _default(key: str, so_far: dict[str, Setting]) -> str:
         return "filesystem://"
     if key == "database_url":
         return f"sqlite:///{home / 'gand.db'}"
+    if key == "artifacts":
+        return str(home)
     return ""  # plugins: empty means every installed plugin
 
 
@@ -81,10 +86,45 @@ class Settings:
     broker_url: str
     database_url: str
     plugins: tuple[str, ...]  # allowlist of plugin names; empty = all
+    # The root the store's artifact paths are relative to; runs/<job>/ lives under it. Not
+    # resolved: each host may mount the shared storage at its own path.
+    artifacts: Optional[Path] = None
+    artifacts_explicit: bool = False  # set by GAND_ARTIFACTS or the config file
+
+    @property
+    def artifacts_root(self) -> Path:
+        return self.artifacts or self.home
 
     @property
     def runs(self) -> Path:
-        return self.home / "runs"
+        return self.artifacts_root / "runs"
+
+    def stored_path(self, path: Path) -> str:
+        """How a file under the artifacts root is recorded: relative to it, so that any host,
+        whatever its mount point, finds it; a file elsewhere is recorded as it is."""
+        path = Path(path)
+        try:
+            return str(path.relative_to(self.artifacts_root))
+        except ValueError:
+            return str(path)
+
+    def local_path(self, stored: str) -> Path:
+        """A recorded path as this host sees it (an absolute one is an older record)."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.artifacts_root / path
+
+    def check_artifacts(self) -> None:
+        """A worker that cannot see (or write) the shared artifacts root says so at once."""
+        import os
+
+        root = self.artifacts_root
+        if not self.artifacts_explicit:
+            root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            raise UsageError(f"artifacts root {root} does not exist on this host; mount the "
+                             f"shared storage there or set GAND_ARTIFACTS to where it is mounted")
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise UsageError(f"artifacts root {root} is not writable on this host")
 
     @property
     def broker_folder(self) -> Path:
@@ -101,4 +141,7 @@ def load() -> Settings:
         broker_url=s["broker_url"].value,
         database_url=s["database_url"].value,
         plugins=tuple(p.strip() for p in s["plugins"].value.split(",") if p.strip()),
+        # abspath, not resolve: a host's own mount point (or symlink) is kept as given.
+        artifacts=Path(os.path.abspath(Path(s["artifacts"].value).expanduser())),
+        artifacts_explicit=s["artifacts"].source != "default",
     )

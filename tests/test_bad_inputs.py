@@ -146,8 +146,15 @@ CASES = [
     (["plugins", "--verbose"], "No such option: --verbose"),
     (["config", "--json", "x"], "unexpected extra argument"),
     (["reap", "now"], "unexpected extra argument"),
-    (["workers", "--timeout", "0"], "--timeout 0.0 is invalid"),
-    (["workers", "--timeout", "soon"], "--timeout"),
+    (["workers", "--timeout", "1"], "No such option: --timeout"),
+    (["submit", "gan", "--data", "ring8", "--priority", "10"], "--priority 10 is invalid; expected 0 to 9"),
+    (["submit", "gan", "--data", "ring8", "--gpus", "2"], "--gpus 2 is invalid; expected 0 (a CPU job) or 1"),
+    (["submit", "gan", "--data", "ring8", "--gpus", "0", "--min-gpu-mem", "8"], "--min-gpu-mem 8 asks for a GPU, but --gpus 0"),
+    (["submit", "gan", "--data", "ring8", "--min-gpu-mem", "-1"], "--min-gpu-mem -1.0 is invalid"),
+    (["worker", "--jobs-per-gpu", "0"], "--jobs-per-gpu 0 is invalid; expected 1 to 16"),
+    (["worker", "--gpus", "zero"], "--gpus 'zero' is invalid; expected all, none or GPU indexes"),
+    (["worker", "--gpus", "all"], "--gpus all: this machine has no GPU"),
+    (["worker", "--gpus", "3"], "--gpus 3: no GPU 3 on this machine (GPUs: none)"),
     (["nosuchcommand"], "No such command 'nosuchcommand'"),
 ]
 

@@ -140,6 +140,7 @@ def test_cancel_queued_and_running(gand):
     gand.wait_job(running, {"running"}, step_at_least=50)
     busy = gand.json("workers")
     assert [(w["state"], w["job"]) for w in busy] == [("busy", running)]
+    assert busy[0]["pid"] == worker.pid
     t0 = time.monotonic()
     gand.run("cancel", running)
     job = gand.wait_job(running, {"cancelled"}, timeout=30)
@@ -196,14 +197,13 @@ def test_plugins_and_config(gand):
     assert cfg["broker_url"]["source"] == "default"
 
 
-def test_idle_workers_answer_control_pings_on_the_embedded_broker(gand):
-    """kombu's filesystem transport carries Celery's broadcast control messages too."""
+def test_an_idle_worker_is_in_the_registry_and_takes_a_followed_job(gand):
     worker = gand.worker(burst=False)
     deadline = time.monotonic() + 60
     while not gand.json("workers"):
         assert time.monotonic() < deadline and worker.poll() is None, gand.worker_log()
     (w,) = gand.json("workers")
-    assert w["state"] == "idle" and w["worker"].startswith("gand-")
+    assert w["state"] == "idle" and w["worker"] == f"gand-{worker.pid}@{w['host']}"
     # submit --follow waits for the running worker to finish the job; --json makes it JSON Lines.
     p = gand.run("submit", "gan", "--data", "gauss1d", "--steps", "50", "--follow", "--json")
     final = json.loads(p.stdout.strip().splitlines()[-1])

@@ -93,8 +93,8 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_after_the_takeover(gand, 
     # Every recorded checkpoint exists and verifies.
     checkpoints = store.checkpoints(job_id)
     assert checkpoints and checkpoints[-1].step == total
-    for c in checkpoints:
-        assert hashlib.sha256(Path(c.path).read_bytes()).hexdigest() == c.sha256, c.path
+    for c in checkpoints:  # stored relative to the artifacts root, GAND_HOME here
+        assert hashlib.sha256((g.home / c.path).read_bytes()).hexdigest() == c.sha256, c.path
     # A (epoch 1) wrote nothing after B's claim: no metric, checkpoint, artifact or event.
     stale_metrics = [m for m in store.metrics(job_id, superseded=True)
                      if m.epoch == 1 and m.time > takeover]
@@ -209,8 +209,8 @@ def test_a_job_stored_before_configs_had_a_version_loads_and_resumes(gand, gand_
     g.worker().wait(timeout=300)
     store = store_for(g)
     (c,) = [c for c in store.checkpoints(job_id) if c.step == 30]
-    old_path = Path(c.path).with_name("step_00000030.pt")
-    Path(c.path).rename(old_path)
+    old_path = (g.home / c.path).with_name("step_00000030.pt")
+    (g.home / c.path).rename(old_path)
     # Rewrite the row as gand 0.1 stored it: no version, no epoch (the migration's default 0).
     from sqlalchemy import update
 

@@ -40,7 +40,8 @@ PATH_TO = {
     S.recovering: [S.running, S.recovering], S.succeeded: [S.running, S.succeeded],
     S.failed: [S.failed], S.cancelled: [S.cancelled],
 }
-TABLES = {"jobs", "job_events", "metrics", "checkpoints", "artifacts", "datasets", "evaluations"}
+TABLES = {"jobs", "job_events", "metrics", "checkpoints", "artifacts", "datasets", "evaluations",
+          "workers"}
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -213,7 +214,8 @@ def test_to_json_has_the_documented_keys_and_is_json(store):
     job = new_job(store)
     data = job.to_json()
     assert list(data) == ["id", "name", "variant", "loss", "data", "config", "status", "step",
-                          "total_steps", "queue", "worker", "lease_expires_at", "recoveries",
+                          "total_steps", "queue", "priority", "worker", "lease_expires_at",
+                          "recoveries",
                           "epoch", "error", "created_at", "updated_at", "started_at", "finished_at"]
     assert (data["status"], data["data"], data["config"]) == ("queued", ["mnist"], {"lr": 2e-4})
     assert data["created_at"].endswith("+00:00")
@@ -418,7 +420,7 @@ def test_artifacts(store):
     store.add_artifact(job.id, "plot", "/runs/x/losses.png")
     assert [(a.kind, a.step) for a in store.artifacts(job.id)] == [("samples", 100), ("plot", None)]
     assert store.count_rows() == {"jobs": 1, "job_events": 1, "metrics": 0, "checkpoints": 0,
-                                  "artifacts": 2, "datasets": 0, "evaluations": 0}
+                                  "artifacts": 2, "datasets": 0, "evaluations": 0, "workers": 0}
 
 
 # --- migrations ---------------------------------------------------------------------------

@@ -7,11 +7,12 @@ both run it, and a worker that lost its lease can never write for the job again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from gand import settings as settings_mod
 from gand.engine import checkpoint as ckpt
@@ -38,14 +39,29 @@ class WorkerContext:
     registry: Registry
     name: str
     stopping: threading.Event  # set on SIGTERM/SIGINT: checkpoint, requeue, exit
+    me: Any = None             # gand_workers.worker.Identity: queues, GPUs, variants
 
 
-def run_job(ctx: WorkerContext, job_id: str) -> str:
-    """Runs `job_id` if it is still queued; returns what happened, for the log."""
-    writer = ctx.jobs.claim(job_id, ctx.name)
-    if writer is None:
-        return "dropped"
-    job = writer.job
+_memory_capped = False
+
+
+def cap_gpu_memory() -> None:
+    """--jobs-per-gpu K: this process may use 1/K of its GPU (set once, before any job)."""
+    global _memory_capped
+    fraction = os.environ.get("GAND_GPU_MEMORY_FRACTION")
+    if _memory_capped or not fraction:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(fraction), 0)
+    _memory_capped = True
+
+
+def run_job(ctx: WorkerContext, writer: JobWriter) -> str:
+    """Runs the job `writer` holds the lease of; returns what happened, for the log."""
+    job, job_id = writer.job, writer.job_id
+    cap_gpu_memory()
     log.info("running job %s (%s on %s, epoch %d)", job_id, job.variant, ",".join(job.data),
              writer.lease.epoch)
     keeper = LeaseKeeper(writer.lease, writer.heartbeat)
@@ -69,7 +85,6 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
     config = writer.config
     run_dir = ctx.settings.run_dir(writer.job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_allowed(ctx, config)
     run = Run.build(config, ctx.registry)
     start = _restore_latest(writer, run)
     if start >= config.steps:
@@ -133,20 +148,13 @@ def _rollback(ctx: WorkerContext, writer: JobWriter, e: Diverged, n: int) -> tup
     return run, start
 
 
-def _check_allowed(ctx: WorkerContext, config: jobcfg.JobConfig) -> None:
-    """Refuses a job that needs a plugin this worker's GAND_PLUGINS allowlist leaves out."""
-    allow = ctx.settings.plugins
-    if allow and config.variant not in ctx.registry.variants:
-        raise GandError(f"variant {config.variant!r} is not available on worker {ctx.name}: "
-                        f"GAND_PLUGINS allows only {', '.join(allow)}")
-
-
 def _restore_latest(writer: JobWriter, run: Run) -> int:
     """Loads the newest checkpoint that verifies; returns its step (0 when there is none)."""
     for c in sorted(writer.store.checkpoints(writer.job_id), key=lambda c: (c.step, c.id),
                     reverse=True):
         try:
-            state = ckpt.load(Path(c.path), c.sha256, map_location=run.device)
+            state = ckpt.load(writer.settings.local_path(c.path), c.sha256,
+                              map_location=run.device)
         except CheckpointError as e:
             log.warning("job %s: skipping checkpoint at step %d: %s", writer.job_id, c.step, e)
             writer.note(f"skipped checkpoint at step {c.step}: {e}")

@@ -1,118 +1,214 @@
-"""`gand worker`: a Celery worker that runs one job at a time, N of them side by side.
+"""`gand worker`: one worker process per job slot, under a supervisor when there are several.
 
-Each worker process uses the solo pool: the job runs in the process that received the message,
-so SIGTERM reaches the training loop directly and CUDA is never forked. `--concurrency N`
-starts N such processes; `--burst` makes each exit once its queues are empty.
+A worker process is a Celery worker on the solo pool: the job runs in the process that received
+the message, so SIGTERM reaches the training loop directly and CUDA is never forked. With
+`--gpus` or `--concurrency N` the command is a supervisor (gand_workers.supervisor) that starts
+one such process per slot. Each worker process records itself in the worker registry and
+heartbeats there; the database decides which job it runs (gand.jobs.service.claim_next), and a
+message only wakes it. An idle worker also looks at the database every few seconds, so a job that
+waits for a worker able to run it (or whose message was lost) is found without a message.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
-import signal
+import re
 import socket
-import subprocess
-import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from typing import Optional
 
 from celery import signals
 from celery.worker import state as worker_state
 
-from gand import queue
+from gand import queue, settings as settings_mod
 
 log = logging.getLogger("gand.worker")
 
-REAP_SECONDS = 5.0  # at most this long between two reaper passes of one worker
+FLEET_SECONDS = 5.0  # at most this long between two heartbeats / reaper passes of a worker
+FORGET_SECONDS = 24 * 3600  # registry rows not heard of for a day are removed
+
+
+@dataclass
+class Identity:
+    """Who this worker process is, as the registry and the placement rule see it."""
+
+    name: str                      # gand-PID@HOST, also Celery's hostname
+    host: str
+    queues: list[str]
+    gpus: list[dict]
+    slot: Optional[str]
+    variants: list[str] = field(default_factory=list)
+
+    @property
+    def private_queue(self) -> str:
+        # A queue only this process consumes: its own wake-up calls land here.
+        return "gand.w." + re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)
+
+    def row(self) -> dict:
+        """The shape of a registry row (Worker.to_json), for gand.jobs.placement."""
+        return {"worker": self.name, "queues": self.queues, "gpus": self.gpus,
+                "variants": self.variants, "state": "idle"}
+
+
+def identity(queues: list[str]) -> Identity:
+    host = os.environ.get("GAND_HOSTNAME") or socket.gethostname()
+    gpus = json.loads(os.environ["GAND_WORKER_GPUS"]) if "GAND_WORKER_GPUS" in os.environ \
+        else _own_gpus()
+    return Identity(f"gand-{os.getpid()}@{host}", host, queues, gpus,
+                    os.environ.get("GAND_WORKER_SLOT"))
+
+
+def _own_gpus() -> list[dict]:
+    """A worker without a supervisor uses every GPU it can see (found without CUDA)."""
+    from gand_workers.gpus import discover
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    found = discover()
+    if visible is not None:
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        found = [g for g in found if g.uuid in wanted or str(g.index) in wanted]
+    return [g.to_json() for g in found]
+
+
+def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: str = "INFO",
+        gpus: Optional[str] = None, jobs_per_gpu: int = 1, max_jobs_per_child: int = 0,
+        child: bool = False) -> int:
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not child and (gpus is not None or concurrency > 1):
+        from gand_workers import gpus as gpu_mod, supervisor
+
+        chosen = gpu_mod.select(gpus or "none", gpu_mod.discover())
+        args = ["--queues", ",".join(queues), "--loglevel", loglevel,
+                "--max-jobs-per-child", str(max_jobs_per_child)] + (["--burst"] if burst else [])
+        return supervisor.supervise(args, supervisor.slots(chosen, jobs_per_gpu, concurrency),
+                                    burst)
+    return run_one(queues, burst, loglevel, max_jobs_per_child)
+
+
+def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: int) -> int:
+    """One worker process: registers itself, then consumes its queues until told to stop."""
+    from gand import plugins
+    from gand.jobs.service import JobService
+
+    celery = queue.app()
+    import gand_workers.tasks as tasks
+
+    me = identity(queues)
+    settings_mod.load().check_artifacts()  # before taking any job: say so if it cannot see them
+    registry = plugins.registry()
+    for p in registry.plugins:
+        if p.error and p.error != plugins.NOT_ALLOWED:
+            log.warning("plugin %s not loaded: %s", p.name, p.error)
+    me.variants = sorted(registry.variants)
+    jobs = JobService()
+    jobs.store.register_worker(name=me.name, host=me.host, pid=os.getpid(), queues=me.queues,
+                               gpus=me.gpus, variants=me.variants, slot=me.slot)
+    tasks.setup(me, jobs, registry, max_jobs_per_child)
+
+    ready = threading.Event()
+    signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
+    if burst:
+        BurstMonitor(me, jobs, ready).start()
+    fleet = FleetThread(me, ready)
+    fleet.start()
+    worker = celery.Worker(
+        hostname=me.name,
+        queues=me.queues + [me.private_queue], pool="solo", concurrency=1, loglevel=loglevel,
+        quiet=True, without_gossip=True, without_mingle=True, optimization="fair",
+    )
+    try:
+        worker.start()
+    finally:
+        fleet.stop.set()
+        fleet.join(timeout=10)  # its next heartbeat must not overwrite "stopped"
+        try:
+            jobs.store.worker_seen(me.name, state="stopped", job_id=None)
+        except Exception:  # the database is gone too: the registry will call it lost
+            log.warning("could not record that worker %s stopped", me.name)
+    return worker.exitcode or 0
+
+
+def busy() -> bool:
+    return bool(worker_state.active_requests or worker_state.reserved_requests)
 
 
 class BurstMonitor(threading.Thread):
-    """Stops the worker once it is idle and its queues have stayed empty for a moment."""
+    """Stops the worker once it is idle, its queues have stayed empty for a moment, and the
+    database holds no queued job it could run."""
 
-    def __init__(self, queues: list[str], ready: threading.Event, checks: int = 3, interval: float = 0.5):
+    def __init__(self, me: Identity, jobs, ready: threading.Event, checks: int = 3,
+                 interval: float = 0.5):
         super().__init__(daemon=True, name="gand-burst")
-        self.queues, self.ready, self.checks, self.interval = queues, ready, checks, interval
+        self.me, self.jobs, self.ready = me, jobs, ready
+        self.checks, self.interval = checks, interval
 
     def run(self) -> None:
         self.ready.wait()
         idle = 0
         while True:
             time.sleep(self.interval)
-            busy = bool(worker_state.active_requests or worker_state.reserved_requests)
-            try:
-                waiting = 0 if busy else sum(queue.queue_length(q) for q in self.queues)
-            except Exception:  # the broker is restarting: not known to be empty, so not idle
-                waiting = 1
-            idle = idle + 1 if not busy and not waiting else 0
+            waiting = 1
+            if not busy():
+                try:
+                    waiting = sum(queue.queue_length(q) for q in self.me.queues)
+                    if not waiting:
+                        waiting = int(self.jobs.next_for(self.me.row()) is not None)
+                except Exception:  # the broker or database is restarting: not known to be idle
+                    waiting = 1
+            idle = idle + 1 if not busy() and not waiting else 0
             if idle >= self.checks:
-                log.info("burst: queues %s are empty; stopping", ",".join(self.queues))
+                log.info("burst: queues %s are empty; stopping", ",".join(self.me.queues))
                 worker_state.should_stop = 0  # the consumer loop exits cleanly at its next turn
                 return
 
 
-def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: str = "INFO") -> int:
-    if concurrency > 1:
-        return supervise(queues, concurrency, burst, loglevel)
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    celery = queue.app()
-    import gand_workers.tasks  # noqa: F401  (registers the task on the app)
+class FleetThread(threading.Thread):
+    """The worker's life in the fleet, every few seconds: its registry heartbeat, a reaper pass
+    (requeue jobs whose worker died), and, when idle, a look for a queued job it can run whose
+    wake-up message is missing (handed back by a worker that could not run it, or lost while
+    the broker was down): it then wakes itself through its private queue."""
 
-    ready = threading.Event()
-    signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
-    if burst:
-        BurstMonitor(queues, ready).start()
-    hostname = f"gand-{os.getpid()}@{socket.gethostname()}"
-    start_reaper(hostname)
-    worker = celery.Worker(
-        hostname=hostname,
-        queues=queues, pool="solo", concurrency=1, loglevel=loglevel, quiet=True,
-        without_gossip=True, without_mingle=True, optimization="fair",
-    )
-    worker.start()
-    return worker.exitcode or 0
+    def __init__(self, me: Identity, ready: threading.Event):
+        super().__init__(daemon=True, name="gand-fleet")
+        from gand.jobs.lease import lease_seconds
 
-
-class ReaperThread(threading.Thread):
-    """Runs a reaper pass (gand.jobs.reaper) when the worker starts and every `interval` s."""
-
-    def __init__(self, name: str, interval: float):
-        super().__init__(daemon=True, name="gand-reaper")
-        self.reaper, self.interval = name, interval
+        self.me, self.ready = me, ready
+        # Half a lease: a dead worker's job is back in the queue within 1.5 leases of its death.
+        self.interval = max(0.5, min(FLEET_SECONDS, lease_seconds() / 2))
         self.stop = threading.Event()
 
     def run(self) -> None:
         from gand.jobs.service import JobService
 
-        jobs = None
+        import gand_workers.tasks as tasks
+
+        jobs, pruned = None, 0.0
+        self.ready.wait(60)
         while not self.stop.is_set():
             try:
                 jobs = jobs or JobService()
-                jobs.reap(self.reaper)
+                if time.monotonic() - pruned > FORGET_SECONDS / 24:
+                    pruned = time.monotonic()
+                    jobs.store.forget_workers(datetime.now(timezone.utc)
+                                              - timedelta(seconds=FORGET_SECONDS))
+                job = tasks.current_job()
+                jobs.store.worker_seen(self.me.name, state="busy" if job else "idle",
+                                       job_id=job)
+                jobs.reap(self.me.name)
+                if not busy() and not tasks.STOPPING.is_set():
+                    self._wake_if_work(jobs)
             except Exception:  # a database or broker outage must not kill the thread
-                log.warning("reaper pass failed; retrying in %.0fs", self.interval, exc_info=True)
+                log.warning("fleet pass failed; retrying in %.0fs", self.interval, exc_info=True)
             self.stop.wait(self.interval)
 
-
-def start_reaper(name: str) -> None:
-    """Every worker also recovers jobs whose worker died: once now, then every few seconds."""
-    from gand.jobs.lease import lease_seconds
-
-    # Half a lease: a dead worker's job is back in the queue within 1.5 leases of its death.
-    interval = max(0.5, min(REAP_SECONDS, lease_seconds() / 2))
-    ReaperThread(name, interval).start()
-
-
-def supervise(queues: list[str], n: int, burst: bool, loglevel: str) -> int:
-    """N single-job worker processes; SIGTERM/SIGINT is passed on to each of them."""
-    args = [sys.executable, "-m", "gand", "worker", "--queues", ",".join(queues), "--concurrency", "1",
-            "--loglevel", loglevel] + (["--burst"] if burst else [])
-    children = [subprocess.Popen(args) for _ in range(n)]
-
-    def forward(sig, _frame):
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(sig)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [c.wait() for c in children]
-    return max(codes, default=0)
+    def _wake_if_work(self, jobs) -> None:
+        job = jobs.next_for(self.me.row())
+        if job is None:
+            return
+        if any(queue.queue_length(q) for q in self.me.queues + [self.me.private_queue]):
+            return  # a message is on its way to some worker already
+        queue.enqueue(job.id, self.me.private_queue)

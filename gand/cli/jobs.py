@@ -24,6 +24,12 @@ def submit(
     seed: Annotated[Optional[int], typer.Option(help="random seed (default: drawn and recorded)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = jobcfg.DEVICE,
     queue_name: Annotated[str, typer.Option("--queue", help="queue the job is sent to")] = jobcfg.QUEUE,
+    priority: Annotated[int, typer.Option(help="0-9: a free worker takes the highest first, "
+                                              "then the oldest")] = jobcfg.PRIORITY,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="0: a CPU job; 1: a GPU job "
+                                                              "(default: either)")] = None,
+    min_gpu_mem: Annotated[Optional[float], typer.Option(help="GPU memory the job needs, in GB "
+                                                             "(a worker's slot must have it)")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="checkpoint every N steps")] = None,
     sample_every: Annotated[Optional[int], typer.Option(help="sample grid every N steps")] = None,
     name: Annotated[Optional[str], typer.Option(help="a label for the job")] = None,
@@ -52,10 +58,12 @@ def submit(
         evaluation=dict(every=eval_every, metrics=eval_metric, best_by=best_by,
                         classifier=eval_classifier, num_samples=eval_n,
                         sets=parse_sets(eval_set or [])),
-        max_recoveries=max_recoveries, keep_checkpoints=keep_checkpoints, on_diverge=on_diverge)
+        max_recoveries=max_recoveries, keep_checkpoints=keep_checkpoints, on_diverge=on_diverge,
+        priority=priority, gpus=gpus, min_gpu_mem=min_gpu_mem)
     if json_:
         print_json({"id": job.id, "status": job.status, "name": job.name, "variant": job.variant,
-                    "loss": job.loss, "total_steps": job.total_steps, "queue": job.queue})
+                    "loss": job.loss, "total_steps": job.total_steps, "queue": job.queue,
+                    "priority": job.priority})
     else:
         typer.echo(job.id)
     if follow:
@@ -68,19 +76,22 @@ def list_jobs(
     status: Annotated[Optional[str], typer.Option(help="only jobs in this state")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first; queued jobs show their place in the queue (`#1` runs next)."""
     found = jobs().list(status)
+    order = {j.id: i for i, j in enumerate(jobs().queue_order(), 1)}
     if json_:
-        print_json([j.to_json() for j in found])
+        print_json([{**j.to_json(), "queue_position": order.get(j.id)} for j in found])
         return
     if not found:
         typer.echo("no jobs")
         return
-    typer.echo(f"{'ID':12}  {'STATUS':10}  {'VARIANT':10}  {'LOSS':11}  {'STEP':>13}  {'NAME':20}  CREATED")
+    typer.echo(f"{'ID':12}  {'STATUS':10}  {'VARIANT':10}  {'LOSS':11}  {'STEP':>13}  {'PRI':>3}  "
+               f"{'QUEUE':>5}  {'NAME':20}  CREATED")
     for j in found:
+        place = f"#{order[j.id]}" if j.id in order else "-"
         typer.echo(f"{short(j.id):12}  {j.status:10}  {j.variant:10}  {j.loss:11}  "
-                   f"{j.step:>6}/{j.total_steps:<6}  {(j.name or '-')[:20]:20}  "
-                   f"{j.created_at:%Y-%m-%d %H:%M:%S}")
+                   f"{j.step:>6}/{j.total_steps:<6}  {j.priority:>3}  {place:>5}  "
+                   f"{(j.name or '-')[:20]:20}  {j.created_at:%Y-%m-%d %H:%M:%S}")
 
 
 def show(job: Annotated[str, typer.Argument(help="job id or unique prefix")], json_: JsonOpt = False) -> None:
@@ -90,7 +101,11 @@ def show(job: Annotated[str, typer.Argument(help="job id or unique prefix")], js
         print_json(d)
         return
     typer.echo(f"job      {d['id']}" + (f"  ({d['name']})" if d["name"] else ""))
-    typer.echo(f"status   {d['status']}   step {d['step']}/{d['total_steps']}   worker {d['worker'] or '-'}")
+    typer.echo(f"status   {d['status']}   step {d['step']}/{d['total_steps']}   worker {d['worker'] or '-'}"
+               f"   priority {d['priority']}")
+    if d.get("queue_position"):
+        typer.echo(f"queue    #{d['queue_position']} on {d['queue']}"
+                   + (f"; waiting: {d['waiting_for']}" if d.get("waiting_for") else ""))
     typer.echo(f"variant  {d['variant']}   loss {d['loss']}   data {', '.join(d['data'])}")
     if d["error"]:
         typer.echo(f"error    {d['error']}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,11 +13,20 @@ from gand.errors import UsageError
 
 def worker(
     queues: Annotated[str, typer.Option(help="comma-separated queues to take jobs from")] = "gand",
-    concurrency: Annotated[int, typer.Option(help="jobs run side by side (one process each)")] = 1,
+    concurrency: Annotated[int, typer.Option(help="CPU worker processes side by side (without "
+                                                  "GPUs)")] = 1,
+    gpus: Annotated[Optional[str], typer.Option(help="all, none or indexes such as 0,1: one "
+                                                     "worker process per GPU slot")] = None,
+    jobs_per_gpu: Annotated[int, typer.Option(help="worker processes sharing each GPU, each "
+                                                   "capped to 1/K of its memory")] = 1,
+    max_jobs_per_child: Annotated[int, typer.Option(help="replace a worker process after N jobs "
+                                                         "(frees GPU memory; 0: never)")] = 0,
     burst: Annotated[bool, typer.Option("--burst", help="exit once the queues are empty")] = False,
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    child: Annotated[bool, typer.Option("--child", hidden=True,
+                                        help="a supervisor's child (internal)")] = False,
 ) -> None:
-    """Run a worker that takes jobs from the queue and trains them."""
+    """Run workers that take jobs from the queues and train them (one process per slot)."""
     from gand.jobs.config import QUEUE_RE
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
@@ -25,11 +34,21 @@ def worker(
         raise UsageError(f"--queues {queues!r} is invalid; expected comma-separated queue names")
     if not 1 <= concurrency <= 64:
         raise UsageError(f"--concurrency {concurrency} is invalid; expected 1 to 64")
+    if not 1 <= jobs_per_gpu <= 16:
+        raise UsageError(f"--jobs-per-gpu {jobs_per_gpu} is invalid; expected 1 to 16")
+    if not 0 <= max_jobs_per_child <= 1_000_000:
+        raise UsageError(f"--max-jobs-per-child {max_jobs_per_child} is invalid; expected 0 "
+                         f"(never) or a number of jobs")
+    if gpus is not None and gpus.strip().lower() != "none" and concurrency != 1:
+        raise UsageError(f"--concurrency {concurrency} is for CPU workers; with --gpus {gpus} "
+                         f"use --jobs-per-gpu")
     if loglevel.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"--loglevel {loglevel!r} is invalid; expected DEBUG, INFO, WARNING or ERROR")
     from gand_workers import worker as worker_mod
 
-    raise typer.Exit(worker_mod.run(names, concurrency, burst, loglevel.upper()))
+    raise typer.Exit(worker_mod.run(names, concurrency, burst, loglevel.upper(), gpus=gpus,
+                                    jobs_per_gpu=jobs_per_gpu,
+                                    max_jobs_per_child=max_jobs_per_child, child=child))
 
 
 plugins_app = typer.Typer(name="plugins", help="Installed plugins, and a scaffold for new ones.")
@@ -104,21 +123,22 @@ def config(json_: Annotated[bool, typer.Option("--json", help="machine-readable 
 
 def workers(
     json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for idle workers to answer")] = 2.0,
 ) -> None:
-    """Live workers: idle ones answer a broadcast ping, busy ones hold a job's lease."""
+    """The fleet: every worker process on every host, its GPUs, its job, and lost ones."""
     from gand.cli.context import jobs
 
-    if not 0 < timeout <= 60:
-        raise UsageError(f"--timeout {timeout} is invalid; expected 0 < seconds ≤ 60")
-    out = jobs().workers(timeout)
+    out = jobs().workers()
     if json_:
         print_json(out)
         return
     if not out:
-        typer.echo("no live workers")
+        typer.echo("no workers have registered (start one with `gand worker`)")
     for r in out:
-        typer.echo(f"{r['worker']:32} {r['state']:5} " + (f"job {r['job'][:12]} step {r['step']}" if r["job"] else ""))
+        gpus = ",".join(str(g.get("index")) for g in r["gpus"]) or "cpu"
+        typer.echo(f"{r['host']:16} {r['pid']:>7}  {r['state']:7} gpu {gpus:6} "
+                   f"queues {','.join(r['queues']):12} "
+                   + (f"job {r['job'][:12]}" if r["job"] else "")
+                   + f"  last seen {r['last_seen'][11:19]}")
 
 
 def register(app: typer.Typer) -> None:

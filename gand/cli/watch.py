@@ -102,6 +102,8 @@ def metrics(
     json_: Annotated[bool, typer.Option("--json", help="every row as JSON")] = False,
     csv_: Annotated[bool, typer.Option("--csv", help="one row per step, one column per key")] = False,
     plot: Annotated[str, typer.Option("--plot", help="write loss and evaluation curves to this PNG")] = "",
+    all_attempts: Annotated[bool, typer.Option("--all-attempts", help="also the rows of attempts "
+                                                                      "a resume went back on")] = False,
 ) -> None:
     """The metrics a job recorded, step by step (or as curves, with --plot)."""
     if json_ and csv_:
@@ -117,7 +119,7 @@ def metrics(
         else:
             typer.echo(f"plot: {made['plot']}")
         return
-    rows = s.metrics(j.id)
+    rows = s.metrics(j.id, superseded=all_attempts)
     if json_:
         print_json([{"step": m.step, "key": m.key, "value": m.value, "time": m.time.isoformat(),
                      "epoch": m.epoch}

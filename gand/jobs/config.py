@@ -26,6 +26,8 @@ STEPS = 1000              # --steps
 DEVICE = "auto"           # --device
 QUEUE = "gand"            # --queue
 SCHEDULE_CAP = 500        # checkpoint and sample grid every min(steps, 500) steps by default
+PRIORITY = 5              # --priority: 0-9, higher first; first come, first served within one
+PRIORITY_RANGE = (0, 9)
 
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -74,6 +76,9 @@ class JobConfig:
     max_recoveries: int = MAX_RECOVERIES
     keep_checkpoints: int = KEEP_CHECKPOINTS
     on_diverge: str = ON_DIVERGE
+    priority: int = PRIORITY
+    gpus: Optional[int] = None            # --gpus: 0 a CPU job, 1 a GPU job, None either
+    min_gpu_mem_gb: Optional[float] = None  # --min-gpu-mem: a GPU (slot) with this much memory
     version: int = VERSION
 
     @property
@@ -120,6 +125,9 @@ class JobConfig:
                 max_recoveries=int(raw.get("max_recoveries", MAX_RECOVERIES)),
                 keep_checkpoints=int(raw.get("keep_checkpoints", KEEP_CHECKPOINTS)),
                 on_diverge=raw.get("on_diverge", ON_DIVERGE),
+                priority=int(raw.get("priority", PRIORITY)),
+                gpus=raw.get("gpus"),
+                min_gpu_mem_gb=raw.get("min_gpu_mem_gb"),
                 version=VERSION,
             )
         except (KeyError, TypeError, ValueError) as e:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # only for annotations: importing these costs torch
 log = logging.getLogger("gand.jobs")
 
 FOLLOW_POLL_SECONDS = 0.5
+LOST_AFTER_LEASES = 3  # a worker silent for this many leases shows as lost
+QUEUE_SCAN = 200       # queued jobs a worker looks through for one it can run
 
 
 def short(job_id: str) -> str:
@@ -52,6 +54,7 @@ class JobService:
         self.settings = settings or settings_mod.load()
         self._store = store
         self._latest: dict[str, tuple[tuple, dict[str, float]]] = {}
+        self._noted: set[tuple[str, str]] = set()  # hand-back events this process recorded
 
     @property
     def store(self) -> Store:
@@ -79,13 +82,25 @@ class JobService:
         return JobConfig.from_dict(job.config).with_steps(job.total_steps)
 
     def show(self, ref: str) -> dict[str, Any]:
-        """Everything known about a job, in the shape of `gand show --json`."""
+        """Everything known about a job, in the shape of `gand show --json`.
+
+        A queued job also gets `queue_position` (1: the next its queue hands out) and
+        `waiting_for`: why no live worker can take it (a missing plugin or resource), or None.
+        """
         s = self.store
         job = s.find_job(ref)
         data = job.to_json()
+        if job.status == JobStatus.queued:
+            order = [j.id for j in s.queued_jobs([job.queue])]
+            data["queue_position"] = order.index(job.id) + 1 if job.id in order else None
+            data["waiting_for"] = self.waiting_reason(job)
         data["metrics"] = s.latest_metrics(job.id)
-        data["checkpoints"] = [c.to_json() for c in s.checkpoints(job.id)]
-        data["artifacts"] = [a.to_json() for a in s.artifacts(job.id)]
+        # Paths as this host sees them (the store keeps them relative to the artifacts root).
+        local = self.settings.local_path
+        data["checkpoints"] = [{**c.to_json(), "path": str(local(c.path))}
+                               for c in s.checkpoints(job.id)]
+        data["artifacts"] = [{**a.to_json(), "path": str(local(a.path))}
+                             for a in s.artifacts(job.id)]
         data["events"] = [e.to_json() for e in s.events(job.id)]
         data["evaluations"] = [e.to_json() for e in s.evaluations(job.id)]
         return data
@@ -100,21 +115,16 @@ class JobService:
                  "eta_s": pace.eta_seconds(j.status.value, j.step, j.total_steps, metrics,
                                            pace.batch_size(j.config))}
         if j.status in TERMINAL:
-            samples = [a.path for a in self.store.artifacts(j.id) if a.kind == "samples"]
+            samples = [str(self.settings.local_path(a.path))
+                       for a in self.store.artifacts(j.id) if a.kind == "samples"]
             state.update(error=j.error, samples=samples[-1] if samples else None)
         return state
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every job as `gand list --json` shows it, with its latest metrics, `eta_s` and, for
-        a queued job, `queue_position` (1: the next its queue hands out): a jobs board."""
+        a queued job, `queue_position` (1: the next a worker takes): a jobs board."""
         jobs = self.list()
-        # Messages leave a queue in the order they were sent, oldest submit first.
-        waiting: dict[str, int] = {}
-        position: dict[str, int] = {}
-        for j in sorted((j for j in jobs if j.status == JobStatus.queued),
-                        key=lambda j: (j.updated_at, j.id)):
-            waiting[j.queue] = waiting.get(j.queue, 0) + 1
-            position[j.id] = waiting[j.queue]
+        position = {j.id: i for i, j in enumerate(self.queue_order(), 1)}
         rows = []
         for j in jobs:
             metrics = self._latest_metrics(j)
@@ -135,14 +145,14 @@ class JobService:
 
     def artifact_file(self, artifact_id: int) -> tuple[Artifact, Path]:
         """An artifact recorded in the store and the file it names, which must be a regular
-        file inside the artifacts root (GAND_HOME/runs) once symlinks are resolved; NotFound
+        file inside the runs folder of the artifacts root once symlinks are resolved; NotFound
         otherwise, so that nothing but recorded run files can be read through this."""
         if not 0 < artifact_id < 2**63:
             raise NotFound(f"no artifact {artifact_id}")
         artifact = self.store.artifact(artifact_id)
         root = self.settings.runs.resolve()
         try:
-            path = Path(artifact.path).resolve(strict=True)
+            path = self.settings.local_path(artifact.path).resolve(strict=True)
         except (OSError, RuntimeError):  # missing, or a symlink loop
             raise NotFound(f"artifact {artifact_id}: its file is gone") from None
         if not path.is_relative_to(root) or not path.is_file():
@@ -162,31 +172,22 @@ class JobService:
                 return
             time.sleep(poll)
 
-    def workers(self, timeout: float = 2.0) -> list[dict[str, Any]]:
-        """Workers: idle ones answer a broadcast ping, busy ones hold a job's lease, and lost
-        ones hold a job whose lease ran out (the reaper will requeue it)."""
-        from gand import queue
+    def workers(self) -> list[dict[str, Any]]:
+        """The fleet from the worker registry: every worker process with its host, pid,
+        queues, GPUs, job and state (idle, busy, stopped, or lost: no heartbeat for
+        LOST_AFTER_LEASES leases). Reads the database only: fast, and the same on every host."""
+        lost_after = LOST_AFTER_LEASES * lease_seconds()
+        return [w.to_json(lost_after) for w in self.store.workers()]
 
-        queue.check_broker()
-        # A worker runs its job in the process that answers control messages (solo pool), so a
-        # busy worker cannot answer a ping; the database's leases say who is busy instead.
-        rows: dict[str, dict] = {}
-        for reply in queue.app().control.ping(timeout=timeout) or []:
-            for name in reply:
-                rows[name] = {"worker": name, "state": "idle", "job": None, "step": None,
-                              "lease_expires_at": None}
-        now = datetime.now(timezone.utc)
-        for status in ACTIVE:
-            for j in self.store.list_jobs(status):
-                if not (j.worker and j.lease_expires_at):
-                    continue
-                live = j.lease_expires_at > now
-                if not live and j.worker in rows:
-                    continue  # it answered the ping: alive, whatever became of that job
-                rows[j.worker] = {"worker": j.worker, "state": "busy" if live else "lost",
-                                  "job": j.id, "step": j.step,
-                                  "lease_expires_at": j.lease_expires_at.isoformat()}
-        return sorted(rows.values(), key=lambda r: r["worker"])
+    def waiting_reason(self, job: Job) -> Optional[str]:
+        """Why no live worker can run this queued job, or None (see gand.jobs.placement)."""
+        from gand.jobs.placement import waiting_reason
+
+        return waiting_reason(self.workers(), job.queue, job.variant, self.config(job))
+
+    def queue_order(self) -> list[Job]:
+        """Queued jobs in the order workers take them (priority, then submit time)."""
+        return self.store.queued_jobs()
 
     # --- changing ---------------------------------------------------------------------------
 
@@ -207,7 +208,8 @@ class JobService:
         queue.check_broker()  # before writing anything: no job is left behind for a dead broker
         job = self.store.create_job(variant=config.variant, loss=config.loss,
                                     data=[d.spec for d in config.data], config=config.to_dict(),
-                                    total_steps=config.steps, queue=config.queue, name=name)
+                                    total_steps=config.steps, queue=config.queue, name=name,
+                                    priority=config.priority)
         try:
             queue.enqueue(job.id, job.queue)
         except BrokerUnavailable:
@@ -301,10 +303,52 @@ class JobService:
             raise UsageError(f"--checkpoint {which!r} is invalid; expected latest, best or a "
                              f"step number")
         run = Run.build(self.config(j), registry, device=device, load_data=False)
-        run.restore(ckpt.load(Path(chosen.path), chosen.sha256, map_location=run.device))
+        run.restore(ckpt.load(self.settings.local_path(chosen.path), chosen.sha256,
+                              map_location=run.device))
         return j, run, chosen.step
 
     # --- the worker's side ------------------------------------------------------------------
+
+    def claim_next(self, worker: dict[str, Any], hint: Optional[str] = None
+                   ) -> Optional["JobWriter"]:
+        """Claims the best queued job `worker` (its registry row) can run: highest priority,
+        then oldest, on its queues. The database decides which job runs; the message that woke
+        the worker (`hint`, a job id) only said that there is work. A job this worker cannot
+        run stays queued for one that can, with an event saying why (once per worker)."""
+        from gand.jobs.placement import why_not
+
+        for job in self.store.queued_jobs(worker["queues"], limit=QUEUE_SCAN):
+            reason = why_not(worker, job.queue, job.variant, self.config(job))
+            if reason is not None:
+                self._hand_back(job, worker["worker"], reason)
+                continue
+            writer = self.claim(job.id, worker["worker"])
+            if writer is not None:
+                return writer
+        if hint is not None:
+            log.debug("woken for job %s, but no queued job is for %s", hint, worker["worker"])
+        return None
+
+    def next_for(self, worker: dict[str, Any]) -> Optional[Job]:
+        """The queued job `worker` would claim next, without claiming it (or None)."""
+        from gand.jobs.placement import why_not
+
+        for job in self.store.queued_jobs(worker["queues"], limit=QUEUE_SCAN):
+            if why_not(worker, job.queue, job.variant, self.config(job)) is None:
+                return job
+        return None
+
+    def _hand_back(self, job: Job, worker: str, reason: str) -> None:
+        note = f"handed back by {worker}: {reason}"
+        # Once per worker and job: an idle worker looks at the queue every few seconds.
+        if (job.id, note) in self._noted:
+            return
+        self._noted.add((job.id, note))
+        if not any(e.reason == note for e in self.store.events(job.id)):
+            try:
+                self.store.note(job.id, note, worker)
+            except NotFound:
+                pass
 
     def claim(self, job_id: str, worker: str) -> Optional["JobWriter"]:
         """Takes a queued job for `worker`: a writer bound to the new lease, or None when the
@@ -335,6 +379,7 @@ class JobWriter:
 
     def __init__(self, service: JobService, job: Job, lease: Lease):
         self.service, self.store, self.job, self.lease = service, service.store, job, lease
+        self.settings = service.settings
         self.config = service.config(job)
 
     @property
@@ -351,8 +396,8 @@ class JobWriter:
         self.store.add_metrics(self.job_id, rows, step, fence=self.lease)
 
     def checkpoint(self, step: int, path: Path, nbytes: int, sha256: str):
-        return self.store.add_checkpoint(self.job_id, step, str(path), nbytes, sha256,
-                                         fence=self.lease)
+        return self.store.add_checkpoint(self.job_id, step, self.settings.stored_path(path),
+                                         nbytes, sha256, fence=self.lease)
 
     def prune_checkpoints(self, keep: int) -> None:
         """Deletes all but the newest `keep` checkpoints (0: keep all), never the best one."""
@@ -365,10 +410,11 @@ class JobWriter:
             # Row first, fenced: a stale worker deletes nothing; a crash in between leaves a
             # stray file, never a row without its file.
             self.store.delete_checkpoint(c.id, fence=self.lease)
-            Path(c.path).unlink(missing_ok=True)
+            self.settings.local_path(c.path).unlink(missing_ok=True)
 
     def artifact(self, kind: str, path: Path, step: Optional[int]) -> None:
-        self.store.add_artifact(self.job_id, kind, str(path), step, fence=self.lease)
+        self.store.add_artifact(self.job_id, kind, self.settings.stored_path(path), step,
+                                fence=self.lease)
 
     def note(self, reason: str) -> None:
         self.store.note(self.job_id, reason, self.lease.worker, fence=self.lease)

@@ -19,7 +19,7 @@ from gand.store import migrate
 from gand.store.connect import make_engine, retry_locked
 from gand.store.fence import Lease, LeaseLost
 from gand.store.models import (Artifact, Checkpoint, Dataset, Evaluation, Event, Job, Metric,
-                               utcnow)
+                               Worker, utcnow)
 from gand.store.states import ACTIVE, TERMINAL, JobStatus, check_transition
 
 # What transition(**fields) may set besides the status; anything else is a caller's bug.
@@ -28,7 +28,7 @@ TRANSITION_FIELDS = frozenset(
 # Re-reads when the status changes between our read and our compare-and-set; more means a loop.
 CAS_ATTEMPTS = 5
 HEX = re.compile(r"[0-9a-f]{1,32}")
-TABLES = (Job, Event, Metric, Checkpoint, Artifact, Dataset, Evaluation)
+TABLES = (Job, Event, Metric, Checkpoint, Artifact, Dataset, Evaluation, Worker)
 
 
 class Store:
@@ -57,12 +57,13 @@ class Store:
 
     @retry_locked
     def create_job(self, *, variant: str, loss: str, data: list[str], config: dict[str, Any],
-                   total_steps: int, queue: str = "gand", name: str | None = None) -> Job:
+                   total_steps: int, queue: str = "gand", name: str | None = None,
+                   priority: int = 5) -> Job:
         """A new queued job, with its "submitted" event."""
         now = utcnow()
         job = Job(name=name, variant=variant, loss=loss, data=list(data), config=dict(config),
                   status=JobStatus.queued, step=0, total_steps=total_steps, queue=queue,
-                  recoveries=0, created_at=now, updated_at=now)
+                  priority=priority, recoveries=0, created_at=now, updated_at=now)
         with self.session() as s:
             s.add(job)
             s.flush()  # the event's foreign key needs the job row first
@@ -198,6 +199,54 @@ class Store:
         """Raises LeaseLost unless `lease` still holds (before a costly write, such as a file)."""
         with self.session() as s:
             _fence(s, lease, lease.job_id)
+
+    def queued_jobs(self, queues: Iterable[str] | None = None, limit: int = 1000) -> list[Job]:
+        """Queued jobs in the order workers take them: highest priority, then oldest first."""
+        query = select(Job).where(Job.status == JobStatus.queued)
+        if queues is not None:
+            query = query.where(Job.queue.in_(list(queues)))
+        query = query.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(limit)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    # --- the worker registry ----------------------------------------------------------------
+
+    @retry_locked
+    def register_worker(self, *, name: str, host: str, pid: int, queues: list[str],
+                        gpus: list[dict[str, Any]], variants: list[str],
+                        slot: str | None = None) -> Worker:
+        """Records a worker process as it starts (a restarted one replaces its old row)."""
+        now = utcnow()
+        with self.session() as s:
+            row = s.get(Worker, name) or Worker(name=name)
+            row.host, row.pid, row.queues, row.gpus = host, pid, list(queues), list(gpus)
+            row.variants, row.slot, row.job_id, row.state = sorted(variants), slot, None, "idle"
+            row.started_at = row.last_seen = now
+            s.add(row)
+        return row
+
+    @retry_locked
+    def worker_seen(self, name: str, *, state: str | None = None,
+                    job_id: str | None | type = ...) -> None:
+        """A worker's heartbeat: last_seen now, and its state and job when they changed."""
+        values: dict[str, Any] = {"last_seen": utcnow()}
+        if state is not None:
+            values["state"] = state
+        if job_id is not ...:
+            values["job_id"] = job_id
+        with self.session() as s:
+            s.execute(update(Worker).where(Worker.name == name).values(**values)
+                      .execution_options(synchronize_session=False))
+
+    def workers(self) -> list[Worker]:
+        with self.session() as s:
+            return list(s.scalars(select(Worker).order_by(Worker.host, Worker.name)))
+
+    @retry_locked
+    def forget_workers(self, before: datetime) -> int:
+        """Deletes stopped or long-lost workers last seen before `before`; returns how many."""
+        with self.session() as s:
+            return s.execute(Worker.__table__.delete().where(Worker.last_seen < before)).rowcount
 
     def expired_leases(self, now: datetime | None = None) -> list[Job]:
         """Jobs a worker holds whose lease ran out before `now`: their worker is presumed dead."""

@@ -109,6 +109,8 @@ def _job_fk() -> Mapped[str]:
 
 class Job(Base):
     __tablename__ = "jobs"
+    # A worker claims the best queued job: highest priority first, then the oldest.
+    __table_args__ = (Index("ix_jobs_queue_order", "status", "priority", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str | None] = mapped_column(String)
@@ -120,6 +122,7 @@ class Job(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer)
     queue: Mapped[str] = mapped_column(String, default="gand")
+    priority: Mapped[int] = mapped_column(Integer, default=5, server_default="5")  # 0-9
     worker: Mapped[str | None] = mapped_column(String)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     recoveries: Mapped[int] = mapped_column(Integer, default=0)
@@ -139,6 +142,7 @@ class Job(Base):
             "id": self.id, "name": self.name, "variant": self.variant, "loss": self.loss,
             "data": self.data, "config": self.config, "status": self.status.value,
             "step": self.step, "total_steps": self.total_steps, "queue": self.queue,
+            "priority": self.priority,
             "worker": self.worker, "lease_expires_at": _iso(self.lease_expires_at),
             "recoveries": self.recoveries, "epoch": self.epoch, "error": self.error,
             "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
@@ -273,3 +277,33 @@ class Evaluation(Base):
                 "key": self.key, "value": self.value, "extractor": self.extractor,
                 "num_samples": self.num_samples, "reference": self.reference,
                 "time": _iso(self.time)}
+
+
+class Worker(Base):
+    """One worker process of the fleet, as it last reported itself (its heartbeat)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # gand-PID@HOST
+    host: Mapped[str] = mapped_column(String)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    # [{"index", "uuid", "name", "memory_mb"}] of the GPUs it may use (empty: a CPU worker).
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    variants: Mapped[list[str]] = mapped_column(JSON)  # the variants its plugins provide
+    slot: Mapped[str | None] = mapped_column(String)  # "gpu0/2": slot 2 of GPU 0; None: CPU
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # idle, busy, stopped
+
+    def to_json(self, lost_after: float | None = None) -> dict[str, Any]:
+        state = self.state
+        if state != "stopped" and lost_after is not None and \
+                (utcnow() - self.last_seen).total_seconds() > lost_after:
+            state = "lost"
+        return {"worker": self.name, "host": self.host, "pid": self.pid,
+                "started_at": _iso(self.started_at), "last_seen": _iso(self.last_seen),
+                "queues": self.queues, "gpus": self.gpus, "variants": self.variants,
+                "slot": self.slot, "job": self.job_id, "state": state}
+

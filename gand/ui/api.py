@@ -102,9 +102,8 @@ def compare(request: Request) -> Response:
 
 
 def workers(request: Request) -> Response:
-    """`gand workers --json`: idle, busy and lost workers."""
-    timeout = shapes.parse_float("timeout", request.query_params.get("timeout"), 0, 10, 1.0)
-    return json_response(_service(request).workers(timeout))
+    """`gand workers --json`: the worker registry (idle, busy, stopped and lost workers)."""
+    return json_response(_service(request).workers())
 
 
 def artifact(request: Request) -> Response:
