@@ -7,6 +7,7 @@ one machine needs no server and runs the very same code path.
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import parse_qsl, urlsplit
@@ -24,6 +25,8 @@ DEFAULT_QUEUE = "gand"
 # broker's timeout only needs to exceed any job's length: a redelivery of a live job is dropped
 # anyway, because the job is no longer `queued`.
 VISIBILITY_TIMEOUT = 7 * 24 * 3600
+CONNECT_TIMEOUT = 3   # seconds for one attempt to reach the broker
+SOCKET_TIMEOUT = 30   # seconds a reply from the broker may take (longer than kombu's BRPOP poll)
 
 
 def transport_options(s: settings_mod.Settings) -> dict:
@@ -34,7 +37,10 @@ def transport_options(s: settings_mod.Settings) -> dict:
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "store_processed": False,
                 "control_folder": str(folder / "control")}
-    return {"visibility_timeout": VISIBILITY_TIMEOUT}
+    # Every wait on Redis has a bound: a server that stops answering fails a command (or makes
+    # a worker reconnect) instead of hanging it.
+    return {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": SOCKET_TIMEOUT}
 
 
 SSL_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
@@ -104,10 +110,28 @@ def check_broker(celery: Optional["Celery"] = None) -> None:
     celery = celery or app()
     try:
         with celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
+            conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
     except Exception as e:
         raise BrokerUnavailable(f"cannot reach the broker at {redact(celery.conf.broker_url)}: "
-                                f"{e}; is it running?") from None
+                                f"{_one_line(e)}; is it running?") from None
+
+
+def wait_for_broker(timeout: float, celery: Optional["Celery"] = None) -> None:
+    """Tries to reach the broker for up to `timeout` seconds (GAND_BROKER_TIMEOUT), then raises
+    BrokerUnavailable: a worker started before its broker waits for it, but not forever."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check_broker(celery)
+        except BrokerUnavailable as e:
+            if time.monotonic() + 1 > deadline:
+                raise BrokerUnavailable(f"{e} (gave up after {timeout:g}s; "
+                                        f"GAND_BROKER_TIMEOUT)") from None
+        time.sleep(1)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional["Celery"] = None) -> None:
@@ -117,13 +141,19 @@ def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional["Celery"] 
         celery.send_task(TASK, args=[job_id], queue=queue, retry=True)
     except Exception as e:
         raise BrokerUnavailable(f"could not queue job {job_id} on {redact(celery.conf.broker_url)}: "
-                                f"{e}") from None
+                                f"{_one_line(e)}") from None
 
 
 def queue_length(queue: str, celery: Optional["Celery"] = None) -> int:
-    """Messages waiting in `queue` (not counting ones a worker has taken)."""
+    """Messages waiting in `queue` (not counting ones a worker has taken); BrokerUnavailable
+    when the broker does not answer within a few seconds."""
     celery = celery or app()
     with celery.connection_for_read() as conn:
+        try:
+            conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
+        except Exception as e:
+            raise BrokerUnavailable(f"cannot reach the broker at "
+                                    f"{redact(celery.conf.broker_url)}: {_one_line(e)}") from None
         try:
             return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
         except Exception:

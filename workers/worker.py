@@ -19,6 +19,8 @@ from celery import signals
 from celery.worker import state as worker_state
 
 from gand import queue
+from gand import settings as settings_mod
+from gand.errors import BrokerUnavailable
 
 log = logging.getLogger("gand.worker")
 
@@ -26,22 +28,36 @@ REAP_SECONDS = 5.0  # at most this long between two reaper passes of one worker
 
 
 class BurstMonitor(threading.Thread):
-    """Stops the worker once it is idle and its queues have stayed empty for a moment."""
+    """Stops the worker once it is idle and its queues have stayed empty for a moment, or once
+    the broker has not answered for `broker_timeout` seconds (a burst worker never hangs)."""
 
-    def __init__(self, queues: list[str], ready: threading.Event, checks: int = 3, interval: float = 0.5):
+    def __init__(self, queues: list[str], ready: threading.Event, checks: int = 3,
+                 interval: float = 0.5, broker_timeout: float = 60.0):
         super().__init__(daemon=True, name="gand-burst")
         self.queues, self.ready, self.checks, self.interval = queues, ready, checks, interval
+        self.broker_timeout = broker_timeout
+        self.failure: BrokerUnavailable | None = None
 
     def run(self) -> None:
         self.ready.wait()
         idle = 0
+        unreachable_since: float | None = None
         while True:
             time.sleep(self.interval)
             busy = bool(worker_state.active_requests or worker_state.reserved_requests)
             try:
                 waiting = 0 if busy else sum(queue.queue_length(q) for q in self.queues)
-            except Exception:  # the broker is restarting: not known to be empty, so not idle
+                unreachable_since = None
+            except BrokerUnavailable as e:
+                # Not known to be empty, so not idle; but not worth waiting for forever either.
                 waiting = 1
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since >= self.broker_timeout:
+                    self.failure = BrokerUnavailable(
+                        f"{e} for {self.broker_timeout:g}s (GAND_BROKER_TIMEOUT); stopping")
+                    log.error("burst: %s", self.failure)
+                    worker_state.should_stop = 1  # also ends Celery's own reconnect loop
+                    return
             idle = idle + 1 if not busy and not waiting else 0
             if idle >= self.checks:
                 log.info("burst: queues %s are empty; stopping", ",".join(self.queues))
@@ -50,16 +66,24 @@ class BurstMonitor(threading.Thread):
 
 
 def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: str = "INFO") -> int:
+    # Every setting the worker and its jobs will read, checked now: a bad one is one line here
+    # rather than a failure in a job or a thread later.
+    settings_mod.load()
+    timeout = settings_mod.broker_timeout()
     if concurrency > 1:
         return supervise(queues, concurrency, burst, loglevel)
     logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     celery = queue.app()
+    # Celery retries a broker that is down for good forever; gand waits GAND_BROKER_TIMEOUT.
+    queue.wait_for_broker(timeout, celery)
     import gand_workers.tasks  # noqa: F401  (registers the task on the app)
 
     ready = threading.Event()
     signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
+    monitor = None
     if burst:
-        BurstMonitor(queues, ready).start()
+        monitor = BurstMonitor(queues, ready, broker_timeout=timeout)
+        monitor.start()
     hostname = f"gand-{os.getpid()}@{socket.gethostname()}"
     start_reaper(hostname)
     worker = celery.Worker(
@@ -68,6 +92,8 @@ def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: 
         without_gossip=True, without_mingle=True, optimization="fair",
     )
     worker.start()
+    if monitor is not None and monitor.failure is not None:
+        raise monitor.failure
     return worker.exitcode or 0
 
 
@@ -86,7 +112,9 @@ class ReaperThread(threading.Thread):
         while not self.stop.is_set():
             try:
                 jobs = jobs or JobService()
-                jobs.reap(self.reaper)
+                # Never this process's own job: it is alive, so its job is not dead. A stall
+                # or a starved keeper must not make a worker take its own job away.
+                jobs.reap(self.reaper, skip_worker=self.reaper)
             except Exception:  # a database or broker outage must not kill the thread
                 log.warning("reaper pass failed; retrying in %.0fs", self.interval, exc_info=True)
             self.stop.wait(self.interval)

@@ -15,18 +15,18 @@ FOLDER = "folder"  # the dataset type that reads a folder of images
 
 def _input_files(folder: Path) -> list[Path]:
     """The loose image files the folder dataset reads, in its order (sorted paths)."""
-    from PIL import Image
+    from gand.engine.images import is_regular_file, open_image
 
     exts = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
     out = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or not p.name.lower().endswith(exts):
+        if p.name.startswith(".") or not is_regular_file(p) or not p.name.lower().endswith(exts):
             continue
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:
                 im.verify()
         except Exception:
-            continue  # the loader skips unreadable files too
+            continue  # the loader skips unreadable (and oversized) files too
         out.append(p)
     return out
 

@@ -26,6 +26,9 @@ STEPS = 1000              # --steps
 DEVICE = "auto"           # --device
 QUEUE = "gand"            # --queue
 SCHEDULE_CAP = 500        # checkpoint and sample grid every min(steps, 500) steps by default
+# The most steps a job may have: jobs.step and jobs.total_steps are 32-bit integers on
+# PostgreSQL, so anything larger is refused at submit rather than by the database.
+MAX_STEPS = 2**31 - 1
 
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -208,11 +208,12 @@ class JobService:
         queue.enqueue(j.id, j.queue)
         return Resumed(j, reached, total)
 
-    def reap(self, reaper: str):
-        """One reaper pass: requeues every job whose worker stopped renewing its lease."""
+    def reap(self, reaper: str, skip_worker: Optional[str] = None):
+        """One reaper pass: requeues every job whose worker stopped renewing its lease (but
+        those of `skip_worker`: a worker's own reaper knows its own jobs are not dead)."""
         from gand.jobs.reaper import reap
 
-        return reap(self.store, reaper)
+        return reap(self.store, reaper, skip_worker=skip_worker)
 
     # --- using a trained job ----------------------------------------------------------------
 

@@ -6,7 +6,9 @@ values after the session closes. Job status changes only in transition(), a comp
 from __future__ import annotations
 
 import contextlib
+import math
 import re
+from pathlib import Path
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,9 +16,9 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gand.errors import NotFound, TransitionRejected, UsageError, one_of
+from gand.errors import GandError, NotFound, TransitionRejected, UsageError, one_of
 from gand.store import migrate
-from gand.store.connect import make_engine, retry_locked
+from gand.store.connect import make_engine, parse_url, retry_locked, store_errors
 from gand.store.fence import Lease, LeaseLost
 from gand.store.models import (Artifact, Checkpoint, Dataset, Evaluation, Event, Job, Metric,
                                utcnow)
@@ -36,8 +38,14 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        migrate.upgrade(self.engine)
+        created = _new_sqlite_files(url)
+        try:
+            self.engine = make_engine(url)
+            with store_errors(url, "opening it"):
+                migrate.upgrade(self.engine)
+        except GandError:
+            _remove_if_empty(created)  # a database that never came to be leaves no files
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
@@ -49,8 +57,12 @@ class Store:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._sessions.begin() as session:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A database that cannot be reached or written raises StoreUnavailable (one line that
+        names the URL and the reason), whichever method was using it.
+        """
+        with store_errors(self.url, "using it"), self._sessions.begin() as session:
             yield session
 
     # --- jobs -------------------------------------------------------------------------------
@@ -59,6 +71,11 @@ class Store:
     def create_job(self, *, variant: str, loss: str, data: list[str], config: dict[str, Any],
                    total_steps: int, queue: str = "gand", name: str | None = None) -> Job:
         """A new queued job, with its "submitted" event."""
+        check_storable("total_steps", total_steps, INT32)
+        check_storable("config", config)
+        check_storable("data", data)
+        for label, text in (("name", name), ("variant", variant), ("loss", loss), ("queue", queue)):
+            check_storable(label, text)
         now = utcnow()
         job = Job(name=name, variant=variant, loss=loss, data=list(data), config=dict(config),
                   status=JobStatus.queued, step=0, total_steps=total_steps, queue=queue,
@@ -128,6 +145,11 @@ class Store:
         if unknown:
             raise ValueError(f"transition cannot set {one_of(unknown)}; "
                              f"allowed: {one_of(TRANSITION_FIELDS)}")
+        for key in ("step", "total_steps", "recoveries"):
+            if key in fields:
+                check_storable(key, fields[key], INT32)
+        if "config" in fields:
+            check_storable("config", fields["config"])
         with self.session() as s:
             for _ in range(CAS_ATTEMPTS):
                 seen = s.scalar(select(Job.status).where(Job.id == job_id))
@@ -390,6 +412,61 @@ class Store:
         with self.session() as s:
             return {model.__tablename__: s.scalar(select(func.count()).select_from(model))
                     for model in TABLES}
+
+
+INT32 = 2**31 - 1  # Integer columns are 32-bit on PostgreSQL
+INT64 = 2**63 - 1  # and 64-bit in SQLite and in what gand puts in JSON
+
+
+def check_storable(what: str, value: Any, int_limit: int = INT64) -> None:
+    """Refuses, on every database alike, a value one of them could not hold: an integer beyond
+    its column (or 64 bits), a float that is not finite (JSON has no Infinity or NaN), text with
+    a NUL byte (PostgreSQL refuses it). Callers check with the user's words first; this is the
+    store's own guard, so that no backend ever decides differently."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not -int_limit - 1 <= value <= int_limit:
+            raise UsageError(f"{what} = {value} is too large to store; expected at most "
+                             f"{int_limit}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise UsageError(f"{what} = {value} cannot be stored; expected a finite number")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise UsageError(f"{what} = {value!r} cannot be stored: it holds a NUL character")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_storable(f"{what}.{k}", str(k))
+            check_storable(f"{what}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_storable(f"{what}[{i}]", v)
+
+
+def _new_sqlite_files(url: str) -> list[Path]:
+    """The SQLite files that opening `url` would create: none when the database exists."""
+    try:
+        parsed = parse_url(url)
+    except GandError:
+        return []
+    if parsed.get_backend_name() != "sqlite" or not parsed.database \
+            or parsed.database == ":memory:":
+        return []
+    db = Path(parsed.database).expanduser()
+    if db.exists():
+        return []
+    return [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", ".migrate-lock")]
+
+
+def _remove_if_empty(files: list[Path]) -> None:
+    """Removes the files of a database that was being created and holds nothing yet."""
+    if not files or not files[0].is_file() or files[0].stat().st_size > 0:
+        return  # someone else's database came to be meanwhile: not ours to touch
+    for f in files:
+        with contextlib.suppress(OSError):
+            if f.is_file():
+                f.unlink()
 
 
 def _as_set(expected: JobStatus | Iterable[JobStatus]) -> frozenset[JobStatus]:
