@@ -33,7 +33,11 @@ def transport_options(s: settings_mod.Settings) -> dict:
     if s.broker_url.startswith("filesystem://"):
         folder = s.broker_folder
         for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a read-only or full GAND_HOME
+                raise BrokerUnavailable(f"the embedded broker cannot use {folder / sub}: "
+                                        f"{e.strerror or e}") from None
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "store_processed": False,
                 "control_folder": str(folder / "control")}
@@ -161,7 +165,12 @@ def queue_length(queue: str, celery: Optional["Celery"] = None) -> int:
 
 
 def redact(url: str) -> str:
-    """A broker URL without its password, fit for messages and logs."""
+    """A broker URL without its password, fit for messages and logs (even a malformed one)."""
     from kombu.utils.url import maybe_sanitize_url
 
-    return maybe_sanitize_url(url)
+    try:
+        return maybe_sanitize_url(url)
+    except Exception:  # noqa: BLE001 - a bad port, say: hide what looks like a password anyway
+        from gand.store.connect import redact as redact_any
+
+        return redact_any(url)

@@ -60,6 +60,18 @@ def reset_process_globals() -> None:
     queue._app = None
 
 
+def no_traceback(args: tuple[str, ...], env: dict[str, str], out: str, err: str) -> None:
+    """The guard every CLI call through these harnesses passes: a traceback (or the one-line
+    "internal error" gand prints for a bug instead) fails the test, unless the test asked for
+    tracebacks with GAND_DEBUG=1."""
+    if env.get("GAND_DEBUG", "").strip() not in ("", "0"):
+        return
+    for marker in ("Traceback (most recent call last)", "gand: internal error"):
+        if marker in out + err:
+            raise AssertionError(f"`gand {' '.join(args)}` printed a {marker!r}:\n"
+                                 f"stdout: {out}\nstderr: {err}")
+
+
 class Gand:
     """Runs the real `gand` CLI and workers in subprocesses against one isolated setup."""
 
@@ -71,6 +83,7 @@ class Gand:
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         p = subprocess.run([sys.executable, "-m", "gand", *args], env=self.env, capture_output=True,
                            text=True, timeout=timeout, cwd=self.home)
+        no_traceback(args, self.env, p.stdout, p.stderr)
         if check and p.returncode != 0:
             raise AssertionError(f"gand {' '.join(args)} exited {p.returncode}\n"
                                  f"stdout: {p.stdout}\nstderr: {p.stderr}")
@@ -166,6 +179,7 @@ class InProcessCli:
             os.environ.clear()
             os.environ.update(saved_env)
             os.chdir(saved_cwd)
+        no_traceback(args, {**self.gand.env, **(env or {})}, out.getvalue(), err.getvalue())
         return code, out.getvalue(), err.getvalue()
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -294,3 +308,79 @@ class Exploit:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+# --- hostile files and file systems, for the bad-input and fault tests ----------------------
+
+def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A tiny PNG whose header claims width×height pixels: a decompression bomb to any reader
+    that trusts the header (PIL would allocate tens of GB to decode it)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def can_mount() -> bool:
+    return os.geteuid() == 0 and subprocess.run(["which", "mount"], capture_output=True,
+                                                check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str = "2m"):
+    """A real, small tmpfs at `folder` (root only; the caller skips otherwise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                       capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def remount_read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+
+def fill_disk(folder: Path) -> None:
+    """Writes into `folder` until its file system has no room left."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def job_with_checkpoint(store, registry, root: Path, *, variant: str = "gan",
+                        data: str = "ring8", step: int = 10, status: str = "succeeded") -> str:
+    """A job at `step` with one real, verifying checkpoint (of an untrained model) under
+    `root`/runs, made in this process without a worker: enough for `generate` and `resume`."""
+    from gand.engine import checkpoint as ckpt
+    from gand.engine.trainer import Run
+    from gand.jobspec import build_config
+    from gand.store import JobStatus
+
+    config = build_config(registry, variant=variant, data=data, steps=step, device="cpu")
+    job = store.create_job(variant=variant, loss=config.loss, data=[d.spec for d in config.data],
+                           config=config.to_dict(), total_steps=step)
+    job, lease = store.claim(job.id, "w-test@here", 60)
+    run = Run.build(config, registry, device="cpu", load_data=False)
+    path = root / "runs" / job.id / "checkpoints" / ckpt.file_name(step, lease.epoch)
+    nbytes, digest = ckpt.save(path, run.state(step))
+    store.add_checkpoint(job.id, step, str(path), nbytes, digest, fence=lease)
+    store.transition(job.id, JobStatus.running, JobStatus(status), worker=lease.worker,
+                     fence=lease, step=step, reason="made by the test")
+    return job.id

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from gand.cli.context import jobs, print_json, registry, short
+from gand.cli.paths import output_folder, writing
 from gand.errors import UsageError, one_of
 
 DIRECTIONS = ("a2b", "b2a")
@@ -61,6 +62,7 @@ def translate(
                          f"two-domain translation job such as cyclegan")
     if not input_.is_dir():
         raise UsageError(f"--input {input_}: no such folder")
+    output_folder("--out", out)
     # Read at the job's shape by the same folder dataset that trains on image folders.
     folder = registry().dataset_type(FOLDER)
     info = folder.describe(str(input_))  # a folder without a readable image is a UsageError
@@ -76,10 +78,11 @@ def translate(
         raise UsageError(f"--input {input_}: could not match the images read to file names "
                          f"({len(files)} files)")
     y = run.variant.translate(run.models, x, direction).cpu()
-    out.mkdir(parents=True, exist_ok=True)
     names = _out_names(files)
-    for img, name in zip(y, names):
-        save_image(img.float(), out / name, normalize=True, value_range=(-1, 1))
+    with writing("--out", out):
+        out.mkdir(parents=True, exist_ok=True)
+        for img, name in zip(y, names):
+            save_image(img.float(), out / name, normalize=True, value_range=(-1, 1))
     if json_:
         print_json({"job": j.id, "step": step, "direction": direction, "n": len(names),
                     "shape": list(y.shape[1:]), "out": str(out), "files": names})

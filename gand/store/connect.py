@@ -121,18 +121,27 @@ def sqlite_preflight(path: Path, url: URL) -> None:
         problem = folder_problem(path.parent)
         if problem:
             raise StoreUnavailable(f"database {where}: cannot create {path}: {problem}")
+    elif not path.with_name(path.name + "-shm").exists():
+        # WAL mode: the first connection creates NAME-shm beside the database, and on a full
+        # or read-only disk fails half-way and leaves a broken one behind.
+        problem = folder_problem(path.parent)
+        if problem:
+            raise StoreUnavailable(f"database {where}: cannot open {path}: {problem} (SQLite "
+                                   f"needs to create {path.name}-shm beside it)")
 
 
 def folder_problem(folder: Path) -> str | None:
     """Why SQLite could not create files in `folder` (read-only, full), or None."""
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"its folder {folder} is not writable"
     try:
         st = os.statvfs(folder)
     except OSError:
-        return None
-    if st.f_flag & os.ST_RDONLY:
+        st = None
+    if st is not None and st.f_flag & os.ST_RDONLY:
         return f"its folder {folder} is on a read-only file system"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable"
+    if st is None:
+        return None
     free = st.f_bavail * st.f_frsize
     if free < MIN_FREE_BYTES:
         return f"the disk holding {folder} is full ({free} bytes free)"

@@ -38,13 +38,13 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        created = _new_sqlite_files(url)
+        created = [f for f in _sqlite_files(url) if not f.exists()]
         try:
             self.engine = make_engine(url)
             with store_errors(url, "opening it"):
                 migrate.upgrade(self.engine)
         except GandError:
-            _remove_if_empty(created)  # a database that never came to be leaves no files
+            _remove_strays(created)  # a failed open leaves no files behind (a -shm on a full disk)
             raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -185,6 +185,50 @@ class Store:
             # Still moving under us after several reads: report the last state we saw.
             raise TransitionRejected(f"job {job_id}: expected {one_of(allowed)} but it is "
                                      f"{s.scalar(select(Job.status).where(Job.id == job_id))}")
+
+    @retry_locked
+    def requeue_from_scratch(self, job_id: str, expected: JobStatus, *, total_steps: int,
+                             reason: str) -> tuple[Job, int]:
+        """`expected` → queued at step 0, its checkpoints forgotten: (the job, how many).
+
+        The one way a job's step goes back (elsewhere it only grows), in one transaction with
+        the move, so no worker can claim the job in between and find it at its old step with
+        no checkpoint. The checkpoint files stay on disk; only their rows go, so the worker
+        cannot continue from them.
+        """
+        check_transition({expected}, JobStatus.queued)
+        check_storable("total_steps", total_steps, INT32)
+        with self.session() as s:
+            now = utcnow()
+            values = _transition_values(expected, JobStatus.queued, now, None,
+                                        {"total_steps": total_steps, "error": None})
+            values["step"] = 0  # not _at_least: this is the explicit reset
+            result = s.execute(update(Job).where(Job.id == job_id, Job.status == expected)
+                               .values(**values).execution_options(synchronize_session=False))
+            if result.rowcount != 1:
+                seen = s.scalar(select(Job.status).where(Job.id == job_id))
+                if seen is None:
+                    raise NotFound(f"no job {job_id!r}")
+                raise TransitionRejected(f"job {job_id}: expected {expected} but it is {seen}")
+            forgot = s.execute(Checkpoint.__table__.delete().where(
+                Checkpoint.job_id == job_id)).rowcount
+            s.add(Event(job_id=job_id, time=now, from_status=expected, to_status=JobStatus.queued,
+                        reason=reason))
+            return s.scalars(select(Job).where(Job.id == job_id)
+                             .execution_options(populate_existing=True)).one(), forgot
+
+    @retry_locked
+    def reset_progress(self, lease: Lease, reason: str) -> None:
+        """Sets the leased job's step back to 0 with an event: its worker found no checkpoint
+        at all and trains it again from the start (so the job never shows a step it is not at)."""
+        now = utcnow()
+        with self.session() as s:
+            _fence(s, lease, lease.job_id)
+            s.execute(update(Job).where(Job.id == lease.job_id).values(step=0, updated_at=now)
+                      .execution_options(synchronize_session=False))
+            status = s.scalar(select(Job.status).where(Job.id == lease.job_id))
+            s.add(Event(job_id=lease.job_id, time=now, from_status=status, to_status=status,
+                        worker=lease.worker, reason=reason))
 
     @retry_locked
     def claim(self, job_id: str, worker: str, lease_seconds: float) -> tuple[Job, Lease]:
@@ -444,8 +488,8 @@ def check_storable(what: str, value: Any, int_limit: int = INT64) -> None:
             check_storable(f"{what}[{i}]", v)
 
 
-def _new_sqlite_files(url: str) -> list[Path]:
-    """The SQLite files that opening `url` would create: none when the database exists."""
+def _sqlite_files(url: str) -> list[Path]:
+    """The files SQLite (and gand's migration lock) keep for a database file URL."""
     try:
         parsed = parse_url(url)
     except GandError:
@@ -454,18 +498,21 @@ def _new_sqlite_files(url: str) -> list[Path]:
             or parsed.database == ":memory:":
         return []
     db = Path(parsed.database).expanduser()
-    if db.exists():
-        return []
     return [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", ".migrate-lock")]
 
 
-def _remove_if_empty(files: list[Path]) -> None:
-    """Removes the files of a database that was being created and holds nothing yet."""
-    if not files or not files[0].is_file() or files[0].stat().st_size > 0:
-        return  # someone else's database came to be meanwhile: not ours to touch
-    for f in files:
+STRAY_BYTES = 32 * 1024  # a working -shm file is at least this big; an empty database 0 bytes
+
+
+def _remove_strays(created: list[Path]) -> None:
+    """Removes what a failed open created: an empty database, a broken -shm, an empty -wal.
+
+    Only files that did not exist before this open and hold nothing: another process's live
+    database is never touched."""
+    for f in created:
         with contextlib.suppress(OSError):
-            if f.is_file():
+            if f.is_file() and f.stat().st_size < STRAY_BYTES \
+                    and (f.name.endswith("-shm") or f.stat().st_size == 0):
                 f.unlink()
 
 
