@@ -367,7 +367,8 @@ def fill_disk(folder: Path) -> None:
 def job_with_checkpoint(store, registry, root: Path, *, variant: str = "gan",
                         data: str = "ring8", step: int = 10, status: str = "succeeded") -> str:
     """A job at `step` with one real, verifying checkpoint (of an untrained model) under
-    `root`/runs, made in this process without a worker: enough for `generate` and `resume`."""
+    `root`/runs, made in this process without a worker: enough for `generate` and `resume`.
+    With status "running", a (fake) worker w-test@here holds it for another minute."""
     from gand.engine import checkpoint as ckpt
     from gand.engine.trainer import Run
     from gand.jobspec import build_config
@@ -381,6 +382,9 @@ def job_with_checkpoint(store, registry, root: Path, *, variant: str = "gan",
     path = root / "runs" / job.id / "checkpoints" / ckpt.file_name(step, lease.epoch)
     nbytes, digest = ckpt.save(path, run.state(step))
     store.add_checkpoint(job.id, step, str(path), nbytes, digest, fence=lease)
-    store.transition(job.id, JobStatus.running, JobStatus(status), worker=lease.worker,
-                     fence=lease, step=step, reason="made by the test")
+    if status == "running":  # held by worker w-test@here for another minute
+        store.heartbeat(lease, 60, step)
+    else:
+        store.transition(job.id, JobStatus.running, JobStatus(status), worker=lease.worker,
+                         fence=lease, step=step, reason="made by the test")
     return job.id
