@@ -93,6 +93,7 @@ def make_app(s: Optional[settings_mod.Settings] = None) -> "Celery":
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,  # gand's own one-line error must reach stderr as is
         worker_send_task_events=False,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )

@@ -54,7 +54,8 @@ class BurstMonitor(threading.Thread):
                 unreachable_since = unreachable_since or time.monotonic()
                 if time.monotonic() - unreachable_since >= self.broker_timeout:
                     self.failure = BrokerUnavailable(
-                        f"{e} for {self.broker_timeout:g}s (GAND_BROKER_TIMEOUT); stopping")
+                        f"{e} (for {self.broker_timeout:g}s, GAND_BROKER_TIMEOUT); the burst "
+                        f"worker stopped")
                     log.error("burst: %s", self.failure)
                     worker_state.should_stop = 1  # also ends Celery's own reconnect loop
                     return
@@ -89,7 +90,10 @@ def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: 
     worker = celery.Worker(
         hostname=hostname,
         queues=queues, pool="solo", concurrency=1, loglevel=loglevel, quiet=True,
-        without_gossip=True, without_mingle=True, optimization="fair",
+        # No gossip, mingle or heartbeat events: gand's liveness is the database lease and the
+        # control ping. Celery's heartbeat publish also retries a dead broker forever inside
+        # the consumer loop, where nothing (not even a burst stop) can end it.
+        without_gossip=True, without_mingle=True, without_heartbeat=True, optimization="fair",
     )
     worker.start()
     if monitor is not None and monitor.failure is not None:
