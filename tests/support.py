@@ -388,3 +388,31 @@ def job_with_checkpoint(store, registry, root: Path, *, variant: str = "gan",
         store.transition(job.id, JobStatus.running, JobStatus(status), worker=lease.worker,
                          fence=lease, step=step, reason="made by the test")
     return job.id
+
+
+# --- refusals: what every refused command must look like -----------------------------------------
+
+def assert_refused(code: int, out: str, err: str, message: str) -> None:
+    """One line on stderr naming the problem, a non-zero exit, no traceback."""
+    assert code != 0, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gand: error: "), err
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in out + err
+
+
+def run_gand(g: Gand, *args: str, env: Optional[dict[str, str]] = None,
+             timeout: float = 60) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess with a deadline (for what could hang), `env` added
+    to `g`'s environment; guarded against tracebacks like every harness call."""
+    full = {**g.env, **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "gand", *args], capture_output=True, text=True,
+                       timeout=timeout, cwd=g.home, env=full)
+    no_traceback(args, full, p.stdout, p.stderr)
+    return p
+
+
+def queued_messages(g: Gand) -> list[Path]:
+    """Messages waiting in the embedded (filesystem) broker."""
+    folder = g.home / "broker" / "queue"
+    return list(folder.iterdir()) if folder.exists() else []

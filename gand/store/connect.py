@@ -65,8 +65,11 @@ def make_engine(url: str) -> Engine:
     """An engine for a sqlite:// or postgresql:// URL (query options pass through to the driver)."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
-        connect_args = {} if "connect_timeout" in parsed.query else {
-            "connect_timeout": CONNECT_TIMEOUT_S}
+        # Bounded waits: a server that never answers fails the connect, and TCP keepalives
+        # find one that vanished mid-query within about a minute. The URL's own values win.
+        bounds = {"connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 30,
+                  "keepalives_interval": 10, "keepalives_count": 3}
+        connect_args = {k: v for k, v in bounds.items() if k not in parsed.query}
         return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     database = parsed.database
     if database and database != ":memory:":
@@ -231,3 +234,31 @@ def retry_locked(fn: Callable[P, R]) -> Callable[P, R]:
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def sqlite_files(url: str) -> list[Path]:
+    """The files SQLite (and gand's migration lock) keep for a database file URL."""
+    try:
+        parsed = parse_url(url)
+    except GandError:
+        return []
+    if parsed.get_backend_name() != "sqlite" or not parsed.database \
+            or parsed.database == ":memory:":
+        return []
+    db = Path(parsed.database).expanduser()
+    return [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", ".migrate-lock")]
+
+
+STRAY_BYTES = 32 * 1024  # a working -shm file is at least this big; an empty database 0 bytes
+
+
+def remove_strays(created: list[Path]) -> None:
+    """Removes what a failed open created: an empty database, a broken -shm, an empty -wal.
+
+    Only files that did not exist before this open and hold nothing: another process's live
+    database is never touched."""
+    for f in created:
+        with contextlib.suppress(OSError):
+            if f.is_file() and f.stat().st_size < STRAY_BYTES \
+                    and (f.name.endswith("-shm") or f.stat().st_size == 0):
+                f.unlink()

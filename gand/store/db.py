@@ -6,9 +6,7 @@ values after the session closes. Job status changes only in transition(), a comp
 from __future__ import annotations
 
 import contextlib
-import math
 import re
-from pathlib import Path
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,8 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gand.errors import GandError, NotFound, TransitionRejected, UsageError, one_of
 from gand.store import migrate
-from gand.store.connect import make_engine, parse_url, retry_locked, store_errors
+from gand.store.connect import (make_engine, remove_strays, retry_locked, sqlite_files,
+                                store_errors)
 from gand.store.fence import Lease, LeaseLost
+from gand.store.values import INT32, check_storable
 from gand.store.models import (Artifact, Checkpoint, Dataset, Evaluation, Event, Job, Metric,
                                utcnow)
 from gand.store.states import ACTIVE, TERMINAL, JobStatus, check_transition
@@ -38,13 +38,13 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        created = [f for f in _sqlite_files(url) if not f.exists()]
+        created = [f for f in sqlite_files(url) if not f.exists()]
         try:
             self.engine = make_engine(url)
             with store_errors(url, "opening it"):
                 migrate.upgrade(self.engine)
         except GandError:
-            _remove_strays(created)  # a failed open leaves no files behind (a -shm on a full disk)
+            remove_strays(created)  # a failed open leaves no files behind (a -shm on a full disk)
             raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -456,64 +456,6 @@ class Store:
         with self.session() as s:
             return {model.__tablename__: s.scalar(select(func.count()).select_from(model))
                     for model in TABLES}
-
-
-INT32 = 2**31 - 1  # Integer columns are 32-bit on PostgreSQL
-INT64 = 2**63 - 1  # and 64-bit in SQLite and in what gand puts in JSON
-
-
-def check_storable(what: str, value: Any, int_limit: int = INT64) -> None:
-    """Refuses, on every database alike, a value one of them could not hold: an integer beyond
-    its column (or 64 bits), a float that is not finite (JSON has no Infinity or NaN), text with
-    a NUL byte (PostgreSQL refuses it). Callers check with the user's words first; this is the
-    store's own guard, so that no backend ever decides differently."""
-    if isinstance(value, bool) or value is None:
-        return
-    if isinstance(value, int):
-        if not -int_limit - 1 <= value <= int_limit:
-            raise UsageError(f"{what} = {value} is too large to store; expected at most "
-                             f"{int_limit}")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise UsageError(f"{what} = {value} cannot be stored; expected a finite number")
-    elif isinstance(value, str):
-        if "\x00" in value:
-            raise UsageError(f"{what} = {value!r} cannot be stored: it holds a NUL character")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            check_storable(f"{what}.{k}", str(k))
-            check_storable(f"{what}.{k}", v)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            check_storable(f"{what}[{i}]", v)
-
-
-def _sqlite_files(url: str) -> list[Path]:
-    """The files SQLite (and gand's migration lock) keep for a database file URL."""
-    try:
-        parsed = parse_url(url)
-    except GandError:
-        return []
-    if parsed.get_backend_name() != "sqlite" or not parsed.database \
-            or parsed.database == ":memory:":
-        return []
-    db = Path(parsed.database).expanduser()
-    return [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", ".migrate-lock")]
-
-
-STRAY_BYTES = 32 * 1024  # a working -shm file is at least this big; an empty database 0 bytes
-
-
-def _remove_strays(created: list[Path]) -> None:
-    """Removes what a failed open created: an empty database, a broken -shm, an empty -wal.
-
-    Only files that did not exist before this open and hold nothing: another process's live
-    database is never touched."""
-    for f in created:
-        with contextlib.suppress(OSError):
-            if f.is_file() and f.stat().st_size < STRAY_BYTES \
-                    and (f.name.endswith("-shm") or f.stat().st_size == 0):
-                f.unlink()
 
 
 def _as_set(expected: JobStatus | Iterable[JobStatus]) -> frozenset[JobStatus]:
