@@ -5,6 +5,7 @@ installed as `gand_plugins`) use nothing else from the core but gand.engine help
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
@@ -18,9 +19,18 @@ from gand.errors import UsageError, one_of
 # Options: typed `--set key=value` settings a variant or loss declares.
 
 
+# The largest integer gand stores anywhere (a signed 64-bit column or JSON number both hold it).
+INT_LIMIT = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class Option:
-    """One typed setting with its default; `parse` turns the CLI's text into a checked value."""
+    """One typed setting with its default; `parse` turns the CLI's text into a checked value.
+
+    Every float must be finite and every int must fit 64 bits, whatever the plugin declares: a
+    value the database or the JSON in it cannot hold is refused here, at submit. `below` is an
+    exclusive upper bound (Adam's betas must be < 1).
+    """
 
     type: type  # int, float, bool or str
     default: Any
@@ -28,38 +38,53 @@ class Option:
     choices: Optional[tuple] = None
     min: Optional[float] = None
     max: Optional[float] = None
+    below: Optional[float] = None
 
-    def parse(self, key: str, value: Any) -> Any:
+    def parse(self, key: str, value: Any, flag: Optional[str] = None) -> Any:
+        """The checked value; `flag` is the option the user typed (`--batch-size`) when the
+        value did not come from `--set key=value`, so that messages name what was typed."""
+        said = f"{flag} {value}" if flag else f"--set {key}={value}"
         if self.type is bool and isinstance(value, str):
             low = value.lower()
             if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise UsageError(f"--set {key}={value}: expected true or false")
+                raise UsageError(f"{said}: expected true or false")
             out: Any = low in ("1", "true", "yes", "on")
         else:
             try:
                 out = self.type(value)
-            except (TypeError, ValueError):
-                raise UsageError(f"--set {key}={value}: expected {self.type.__name__}") from None
-        if self.type is float and out != out:  # NaN
-            raise UsageError(f"--set {key}={value}: expected a number, not NaN")
+            except (TypeError, ValueError, OverflowError):
+                raise UsageError(f"{said}: expected {self.type.__name__}") from None
+        if self.type is float and not math.isfinite(out):  # NaN, inf, or 1e400 read as inf
+            raise UsageError(f"{said}: expected a finite number")
         if self.choices is not None and out not in self.choices:
-            raise UsageError(f"--set {key}={value}: expected {one_of(self.choices)}")
+            raise UsageError(f"{said}: expected {one_of(self.choices)}")
         if self.min is not None and out < self.min:
-            raise UsageError(f"--set {key}={value}: must be at least {self.min}")
+            raise UsageError(f"{said}: must be at least {_num(self.min)}")
         if self.max is not None and out > self.max:
-            raise UsageError(f"--set {key}={value}: must be at most {self.max}")
+            raise UsageError(f"{said}: must be at most {_num(self.max)}")
+        if self.below is not None and out >= self.below:
+            raise UsageError(f"{said}: must be below {_num(self.below)}")
+        if self.type is int and not -INT_LIMIT <= out <= INT_LIMIT:
+            raise UsageError(f"{said}: expected an integer within ±{INT_LIMIT}")
         return out
 
 
-def parse_options(declared: dict[str, Option], given: dict[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with the given values, each checked; an unknown key is a UsageError."""
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def parse_options(declared: dict[str, Option], given: dict[str, Any],
+                  flags: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Defaults overlaid with the given values, each checked; an unknown key is a UsageError.
+
+    `flags` maps a key to the option it was given as (`batch_size` → `--batch-size`)."""
     unknown = set(given) - set(declared)
     if unknown:
         key = sorted(unknown)[0]
         raise UsageError(f"--set {key}: unknown setting; valid: {one_of(declared) }")
     out = {k: o.default for k, o in declared.items()}
     for k, v in given.items():
-        out[k] = declared[k].parse(k, v)
+        out[k] = declared[k].parse(k, v, (flags or {}).get(k))
     return out
 
 

@@ -33,6 +33,11 @@ class BrokerUnavailable(GandError):
     """The message broker could not be reached."""
 
 
+class StoreUnavailable(GandError):
+    """The database could not be reached, opened, migrated or written (a server down, a file
+    that is not a database, a read-only or full disk...): nothing has been changed."""
+
+
 class CheckpointError(GandError):
     """A checkpoint is missing, corrupt, or could not be written."""
 

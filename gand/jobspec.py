@@ -5,12 +5,13 @@ variant, loss or dataset, a missing path, a malformed `--set`, out-of-range numb
 """
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional
 
-from gand.api import DataInfo, Loss, Regularizer, SupportsADA, Variant, compose
+from gand.api import INT_LIMIT, DataInfo, Loss, Regularizer, SupportsADA, Variant, compose
 from gand.engine import options as engine_options
 from gand.errors import UsageError, one_of
 from gand.jobs import config as jobcfg
@@ -45,6 +46,7 @@ def resolve_data(registry: Registry, spec: str,
     spec = spec.strip()
     if not spec:
         raise UsageError("--data has an empty dataset spec; expected NAME, NAME:ARG or a path")
+    check_text("--data", spec)
     name, sep, arg = spec.partition(":")
     if (name not in registry.datasets and not sep and named is not None
             and DATASET_NAME_RE.match(spec)):
@@ -84,12 +86,28 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _positive(flag: str, value: Optional[int], allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    low = 0 if allow_zero else 1
-    if value < low:
-        raise UsageError(f"{flag} {value} is invalid; expected an integer ≥ {low}")
+def check_text(flag: str, value: str) -> None:
+    """Refuses text with control characters (a NUL byte cannot be a path, a PostgreSQL string
+    or a useful name)."""
+    if not value.isprintable():
+        raise UsageError(f"{flag} {value!r} is invalid: it holds a control character")
+
+
+def check_count(flag: str, value: Optional[int], low: int = 1,
+                high: int = jobcfg.MAX_STEPS) -> None:
+    """Refuses a step count or interval outside [low, high]: one the database could not hold
+    is refused here, naming the flag, on SQLite and PostgreSQL alike."""
+    if value is not None and not low <= value <= high:
+        raise UsageError(f"{flag} {value} is invalid; expected an integer from {low} to {high}")
+
+
+def check_positive_number(flag: str, value: Optional[float]) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} {value} is invalid; expected a positive finite number")
+
+
+# The options that also have a flag of their own, to name the flag in messages about them.
+FLAGS = {"batch_size": "--batch-size", "lr": "--lr"}
 
 
 def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[str] = None,
@@ -115,26 +133,26 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
     if loss_cls.output not in v.outputs:
         raise UsageError(f"loss {loss_name} needs a discriminator that outputs {loss_cls.output}; "
                          f"variant {variant} outputs {one_of(v.outputs)}")
-    _positive("--steps", steps)
-    _positive("--batch-size", batch_size)
-    _positive("--checkpoint-every", checkpoint_every, allow_zero=True)
-    _positive("--sample-every", sample_every, allow_zero=True)
+    check_count("--steps", steps)
+    check_count("--batch-size", batch_size, high=INT_LIMIT)  # the option says how big at most
+    check_count("--checkpoint-every", checkpoint_every, low=0)
+    check_count("--sample-every", sample_every, low=0)
     if seed is not None and not 0 <= seed < 2**63:
         raise UsageError(f"--seed {seed} is invalid; expected 0 ≤ seed < 2^63")
-    if lr is not None and not lr > 0:
-        raise UsageError(f"--lr {lr} is invalid; expected a positive number")
+    check_positive_number("--lr", lr)
     if not DEVICE_RE.match(device):
         raise UsageError(f"--device {device!r} is invalid; expected auto, cpu, cuda or cuda:N")
     if not QUEUE_RE.match(queue):
         raise UsageError(f"--queue {queue!r} is invalid; expected letters, digits, '_', '.', '-'")
 
     given: dict[str, Any] = parse_sets(sets or [])
+    flags: dict[str, str] = {}
     for key, value in (("batch_size", batch_size), ("lr", lr)):
         if value is not None:
             if key in given:
-                raise UsageError(f"--set {key} conflicts with --{key.replace('_', '-')}")
-            given[key] = value
-    opts = engine_options.resolve(v, loss_cls, given)
+                raise UsageError(f"--set {key} conflicts with {FLAGS[key]}")
+            given[key], flags[key] = value, FLAGS[key]
+    opts = engine_options.resolve(v, loss_cls, given, flags)
 
     resolved = [resolve_data(registry, s, named) for s in data.split(",")]
     infos = [r.info for r in resolved]

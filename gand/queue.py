@@ -7,6 +7,7 @@ one machine needs no server and runs the very same code path.
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import parse_qsl, urlsplit
@@ -24,17 +25,26 @@ DEFAULT_QUEUE = "gand"
 # broker's timeout only needs to exceed any job's length: a redelivery of a live job is dropped
 # anyway, because the job is no longer `queued`.
 VISIBILITY_TIMEOUT = 7 * 24 * 3600
+CONNECT_TIMEOUT = 3   # seconds for one attempt to reach the broker
+SOCKET_TIMEOUT = 30   # seconds a reply from the broker may take (longer than kombu's BRPOP poll)
 
 
 def transport_options(s: settings_mod.Settings) -> dict:
     if s.broker_url.startswith("filesystem://"):
         folder = s.broker_folder
         for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a read-only or full GAND_HOME
+                raise BrokerUnavailable(f"the embedded broker cannot use {folder / sub}: "
+                                        f"{e.strerror or e}") from None
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "store_processed": False,
                 "control_folder": str(folder / "control")}
-    return {"visibility_timeout": VISIBILITY_TIMEOUT}
+    # Every wait on Redis has a bound: a server that stops answering fails a command (or makes
+    # a worker reconnect) instead of hanging it.
+    return {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": SOCKET_TIMEOUT}
 
 
 SSL_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
@@ -83,6 +93,7 @@ def make_app(s: Optional[settings_mod.Settings] = None) -> "Celery":
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,  # gand's own one-line error must reach stderr as is
         worker_send_task_events=False,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )
@@ -104,10 +115,28 @@ def check_broker(celery: Optional["Celery"] = None) -> None:
     celery = celery or app()
     try:
         with celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
+            conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
     except Exception as e:
         raise BrokerUnavailable(f"cannot reach the broker at {redact(celery.conf.broker_url)}: "
-                                f"{e}; is it running?") from None
+                                f"{_one_line(e)}; is it running?") from None
+
+
+def wait_for_broker(timeout: float, celery: Optional["Celery"] = None) -> None:
+    """Tries to reach the broker for up to `timeout` seconds (GAND_BROKER_TIMEOUT), then raises
+    BrokerUnavailable: a worker started before its broker waits for it, but not forever."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check_broker(celery)
+        except BrokerUnavailable as e:
+            if time.monotonic() + 1 > deadline:
+                raise BrokerUnavailable(f"{e} (gave up after {timeout:g}s; "
+                                        f"GAND_BROKER_TIMEOUT)") from None
+        time.sleep(1)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional["Celery"] = None) -> None:
@@ -117,13 +146,19 @@ def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional["Celery"] 
         celery.send_task(TASK, args=[job_id], queue=queue, retry=True)
     except Exception as e:
         raise BrokerUnavailable(f"could not queue job {job_id} on {redact(celery.conf.broker_url)}: "
-                                f"{e}") from None
+                                f"{_one_line(e)}") from None
 
 
 def queue_length(queue: str, celery: Optional["Celery"] = None) -> int:
-    """Messages waiting in `queue` (not counting ones a worker has taken)."""
+    """Messages waiting in `queue` (not counting ones a worker has taken); BrokerUnavailable
+    when the broker does not answer within a few seconds."""
     celery = celery or app()
     with celery.connection_for_read() as conn:
+        try:
+            conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
+        except Exception as e:
+            raise BrokerUnavailable(f"cannot reach the broker at "
+                                    f"{redact(celery.conf.broker_url)}: {_one_line(e)}") from None
         try:
             return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
         except Exception:
@@ -131,7 +166,12 @@ def queue_length(queue: str, celery: Optional["Celery"] = None) -> int:
 
 
 def redact(url: str) -> str:
-    """A broker URL without its password, fit for messages and logs."""
+    """A broker URL without its password, fit for messages and logs (even a malformed one)."""
     from kombu.utils.url import maybe_sanitize_url
 
-    return maybe_sanitize_url(url)
+    try:
+        return maybe_sanitize_url(url)
+    except Exception:  # noqa: BLE001 - a bad port, say: hide what looks like a password anyway
+        from gand.store.connect import redact as redact_any
+
+        return redact_any(url)

@@ -62,6 +62,18 @@ def reset_process_globals() -> None:
     queue._app = None
 
 
+def no_traceback(args: tuple[str, ...], env: dict[str, str], out: str, err: str) -> None:
+    """The guard every CLI call through these harnesses passes: a traceback (or the one-line
+    "internal error" gand prints for a bug instead) fails the test, unless the test asked for
+    tracebacks with GAND_DEBUG=1."""
+    if env.get("GAND_DEBUG", "").strip() not in ("", "0"):
+        return
+    for marker in ("Traceback (most recent call last)", "gand: internal error"):
+        if marker in out + err:
+            raise AssertionError(f"`gand {' '.join(args)}` printed a {marker!r}:\n"
+                                 f"stdout: {out}\nstderr: {err}")
+
+
 class Gand:
     """Runs the real `gand` CLI and workers in subprocesses against one isolated setup."""
 
@@ -73,6 +85,7 @@ class Gand:
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         p = subprocess.run([sys.executable, "-m", "gand", *args], env=self.env, capture_output=True,
                            text=True, timeout=timeout, cwd=self.home)
+        no_traceback(args, self.env, p.stdout, p.stderr)
         if check and p.returncode != 0:
             raise AssertionError(f"gand {' '.join(args)} exited {p.returncode}\n"
                                  f"stdout: {p.stdout}\nstderr: {p.stderr}")
@@ -168,6 +181,7 @@ class InProcessCli:
             os.environ.clear()
             os.environ.update(saved_env)
             os.chdir(saved_cwd)
+        no_traceback(args, {**self.gand.env, **(env or {})}, out.getvalue(), err.getvalue())
         return code, out.getvalue(), err.getvalue()
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -396,3 +410,111 @@ def fake_dist(site: Path, module: str, source: str, entry: Optional[str] = None)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[gand]\n{entry or module} = {module}\n")
     return site
+
+
+# --- hostile files and file systems, for the bad-input and fault tests ----------------------
+
+def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A tiny PNG whose header claims width×height pixels: a decompression bomb to any reader
+    that trusts the header (PIL would allocate tens of GB to decode it)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def can_mount() -> bool:
+    return os.geteuid() == 0 and subprocess.run(["which", "mount"], capture_output=True,
+                                                check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str = "2m"):
+    """A real, small tmpfs at `folder` (root only; the caller skips otherwise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                       capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def remount_read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+
+def fill_disk(folder: Path) -> None:
+    """Writes into `folder` until its file system has no room left."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def job_with_checkpoint(store, registry, root: Path, *, variant: str = "gan",
+                        data: str = "ring8", step: int = 10, status: str = "succeeded") -> str:
+    """A job at `step` with one real, verifying checkpoint (of an untrained model) under
+    `root`/runs, made in this process without a worker: enough for `generate` and `resume`.
+    With status "running", a (fake) worker w-test@here holds it for another minute."""
+    from gand.engine import checkpoint as ckpt
+    from gand.engine.trainer import Run
+    from gand.jobspec import build_config
+    from gand.store import JobStatus
+
+    config = build_config(registry, variant=variant, data=data, steps=step, device="cpu")
+    job = store.create_job(variant=variant, loss=config.loss, data=[d.spec for d in config.data],
+                           config=config.to_dict(), total_steps=step)
+    job, lease = store.claim(job.id, "w-test@here", 60)
+    run = Run.build(config, registry, device="cpu", load_data=False)
+    path = root / "runs" / job.id / "checkpoints" / ckpt.file_name(step, lease.epoch)
+    nbytes, digest = ckpt.save(path, run.state(step))
+    store.add_checkpoint(job.id, step, str(path), nbytes, digest, fence=lease)
+    if status == "running":  # held by worker w-test@here for another minute
+        store.heartbeat(lease, 60, step)
+    else:
+        store.transition(job.id, JobStatus.running, JobStatus(status), worker=lease.worker,
+                         fence=lease, step=step, reason="made by the test")
+    return job.id
+
+
+# --- refusals: what every refused command must look like -----------------------------------------
+
+def assert_refused(code: int, out: str, err: str, message: str) -> None:
+    """One line on stderr naming the problem, a non-zero exit, no traceback."""
+    assert code != 0, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gand: error: "), err
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in out + err
+
+
+def run_gand(g: Gand, *args: str, env: Optional[dict[str, str]] = None,
+             timeout: float = 60) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess with a deadline (for what could hang), `env` added
+    to `g`'s environment; guarded against tracebacks like every harness call."""
+    full = {**g.env, **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "gand", *args], capture_output=True, text=True,
+                       timeout=timeout, cwd=g.home, env=full)
+    no_traceback(args, full, p.stdout, p.stderr)
+    return p
+
+
+def queued_messages(g: Gand) -> list[Path]:
+    """Messages waiting in the embedded (filesystem) broker."""
+    folder = g.home / "broker" / "queue"
+    return list(folder.iterdir()) if folder.exists() else []

@@ -526,6 +526,34 @@ def test_password_tls_redis_restarted_during_a_job(gand, redis_server, tmp_path)
     assert worker.wait(timeout=90) == 0, gand.worker_log()
 
 
+def test_burst_worker_whose_broker_dies_for_good_stops_in_bounded_time(gand, redis_server):
+    """Redis killed mid-job and never back: the job still finishes (its heartbeat is the
+    database's), then the burst worker gives up after GAND_BROKER_TIMEOUT with one line,
+    instead of retrying forever (Celery's own event heartbeat used to hang it here)."""
+    server = redis_server()
+    gand.env.update(GAND_BROKER_URL=f"redis://127.0.0.1:{server.port}/0", GAND_BROKER_TIMEOUT="5")
+    job_id = submit(gand, "gan", "--data", "gauss1d", "--steps", "3000", "--checkpoint-every",
+                    "0", "--sample-every", "0")
+    worker = subprocess.Popen([sys.executable, "-m", "gand", "worker", "--burst"], env=gand.env,
+                              cwd=gand.home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        wait_job(gand, job_id, {"running"}, step_at_least=10, timeout=120)
+        server.kill()
+        job = wait_job(gand, job_id, {"succeeded", "failed"}, timeout=120)
+        assert job["status"] == "succeeded", job
+        finished = time.monotonic()
+        _, err = worker.communicate(timeout=90)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 1
+    assert time.monotonic() - finished < 60
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("gand: error: cannot reach the broker at redis://127.0.0.1:"), last
+    assert "GAND_BROKER_TIMEOUT" in last and "the burst worker stopped" in last
+
+
 def test_tls_options_from_the_url():
     import ssl
 

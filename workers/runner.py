@@ -20,6 +20,7 @@ from gand.engine import faults
 from gand.engine.trainer import Diverged, Hooks, Outcome, Run, train
 from gand.errors import CheckpointError, GandError
 from gand.evaluation import run as evaluation
+from gand.jobs import checkpoints
 from gand.jobs import config as jobcfg
 from gand.jobs.lease import LeaseKeeper
 from gand.jobs.service import JobService, JobWriter
@@ -86,7 +87,7 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
     run_dir = ctx.settings.run_dir(writer.job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run.build(config, ctx.registry)
-    start = _restore_latest(writer, run)
+    start = _restore_latest(writer, run, writer.job.step)
     if start >= config.steps:
         return Outcome("completed", start)
     epoch = writer.lease.epoch
@@ -136,7 +137,7 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
 def _rollback(ctx: WorkerContext, writer: JobWriter, e: Diverged, n: int) -> tuple[Run, int]:
     """A fresh Run from the latest valid checkpoint with its learning rates halved."""
     run = Run.build(writer.config, ctx.registry)
-    start = _restore_latest(writer, run)
+    start = _restore_latest(writer, run, e.step)
     factor = jobcfg.ROLLBACK_LR_FACTOR ** n
     for opt in run.models.optimizers.values():
         for group in opt.param_groups:
@@ -148,20 +149,33 @@ def _rollback(ctx: WorkerContext, writer: JobWriter, e: Diverged, n: int) -> tup
     return run, start
 
 
-def _restore_latest(writer: JobWriter, run: Run) -> int:
-    """Loads the newest checkpoint that verifies; returns its step (0 when there is none)."""
-    for c in sorted(writer.store.checkpoints(writer.job_id), key=lambda c: (c.step, c.id),
-                    reverse=True):
+def _restore_latest(writer: JobWriter, run: Run, progressed: int) -> int:
+    """Loads the newest checkpoint that verifies (the test `gand resume` applies); its step.
+
+    `progressed` is the step the job had reached. If it had checkpoints but none verifies, the
+    job fails with the reason rather than training again from step 0 unasked (`gand resume
+    --from-scratch` does that on request). If it never recorded one (its worker died before
+    the first), it starts again at step 0, and its step is set back to say so.
+    """
+    rows = writer.store.checkpoints(writer.job_id)
+    problems: list[str] = []
+    for c in checkpoints.newest_first(rows):
         try:
             state = ckpt.load(writer.settings.local_path(c.path), c.sha256,
                               map_location=run.device)
         except CheckpointError as e:
             log.warning("job %s: skipping checkpoint at step %d: %s", writer.job_id, c.step, e)
             writer.note(f"skipped checkpoint at step {c.step}: {e}")
+            problems.append(f"step {c.step}: {e}")
             continue
         step = run.restore(state)
         log.info("job %s: resumed from step %d", writer.job_id, step)
         return step
+    if rows and progressed > 0:
+        raise checkpoints.none_usable(writer.job_id, progressed, problems)
+    if progressed > 0:
+        writer.reset_progress(f"no checkpoint was recorded before step {progressed}; "
+                              f"training again from step 0")
     return 0
 
 

@@ -25,6 +25,7 @@ from celery import signals
 from celery.worker import state as worker_state
 
 from gand import queue, settings as settings_mod
+from gand.errors import BrokerUnavailable
 
 log = logging.getLogger("gand.worker")
 
@@ -77,6 +78,10 @@ def _own_gpus() -> list[dict]:
 def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: str = "INFO",
         gpus: Optional[str] = None, jobs_per_gpu: int = 1, max_jobs_per_child: int = 0,
         child: bool = False) -> int:
+    # Every setting the worker and its jobs will read, checked now: a bad one is one line here
+    # rather than a failure in a job or a thread later.
+    settings_mod.load()
+    settings_mod.broker_timeout()
     logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not child and (gpus is not None or concurrency > 1):
         from gand_workers import gpus as gpu_mod, supervisor
@@ -95,6 +100,9 @@ def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: i
     from gand.jobs.service import JobService
 
     celery = queue.app()
+    timeout = settings_mod.broker_timeout()
+    # Celery retries a broker that is down for good forever; gand waits GAND_BROKER_TIMEOUT.
+    queue.wait_for_broker(timeout, celery)
     import gand_workers.tasks as tasks
 
     me = identity(queues)
@@ -111,14 +119,20 @@ def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: i
 
     ready = threading.Event()
     signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
+    monitor = None
     if burst:
-        BurstMonitor(me, jobs, ready).start()
+        monitor = BurstMonitor(me, jobs, ready, broker_timeout=timeout)
+        monitor.start()
     fleet = FleetThread(me, ready)
     fleet.start()
     worker = celery.Worker(
         hostname=me.name,
         queues=me.queues + [me.private_queue], pool="solo", concurrency=1, loglevel=loglevel,
-        quiet=True, without_gossip=True, without_mingle=True, optimization="fair",
+        quiet=True, optimization="fair",
+        # No gossip, mingle or heartbeat events: gand's liveness is the database (leases and the
+        # worker registry). Celery's heartbeat publish also retries a dead broker forever inside
+        # the consumer loop, where nothing (not even a burst stop) can end it.
+        without_gossip=True, without_mingle=True, without_heartbeat=True,
     )
     try:
         worker.start()
@@ -129,6 +143,8 @@ def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: i
             jobs.store.worker_seen(me.name, state="stopped", job_id=None)
         except Exception:  # the database is gone too: the registry will call it lost
             log.warning("could not record that worker %s stopped", me.name)
+    if monitor is not None and monitor.failure is not None:
+        raise monitor.failure
     return worker.exitcode or 0
 
 
@@ -138,26 +154,41 @@ def busy() -> bool:
 
 class BurstMonitor(threading.Thread):
     """Stops the worker once it is idle, its queues have stayed empty for a moment, and the
-    database holds no queued job it could run."""
+    database holds no queued job it could run; or once the broker has not answered for
+    `broker_timeout` seconds (a burst worker never hangs)."""
 
     def __init__(self, me: Identity, jobs, ready: threading.Event, checks: int = 3,
-                 interval: float = 0.5):
+                 interval: float = 0.5, broker_timeout: float = 60.0):
         super().__init__(daemon=True, name="gand-burst")
         self.me, self.jobs, self.ready = me, jobs, ready
         self.checks, self.interval = checks, interval
+        self.broker_timeout = broker_timeout
+        self.failure: BrokerUnavailable | None = None
 
     def run(self) -> None:
         self.ready.wait()
         idle = 0
+        unreachable_since: float | None = None
         while True:
             time.sleep(self.interval)
             waiting = 1
             if not busy():
                 try:
                     waiting = sum(queue.queue_length(q) for q in self.me.queues)
+                    unreachable_since = None
                     if not waiting:
                         waiting = int(self.jobs.next_for(self.me.row()) is not None)
-                except Exception:  # the broker or database is restarting: not known to be idle
+                except BrokerUnavailable as e:
+                    # Not known to be empty, so not idle; but not worth waiting for forever.
+                    unreachable_since = unreachable_since or time.monotonic()
+                    if time.monotonic() - unreachable_since >= self.broker_timeout:
+                        self.failure = BrokerUnavailable(
+                            f"{e} (for {self.broker_timeout:g}s, GAND_BROKER_TIMEOUT); the burst "
+                            f"worker stopped")
+                        log.error("burst: %s", self.failure)
+                        worker_state.should_stop = 1  # also ends Celery's own reconnect loop
+                        return
+                except Exception:  # the database is restarting: not known to be idle
                     waiting = 1
             idle = idle + 1 if not busy() and not waiting else 0
             if idle >= self.checks:
@@ -198,7 +229,9 @@ class FleetThread(threading.Thread):
                 job = tasks.current_job()
                 jobs.store.worker_seen(self.me.name, state="busy" if job else "idle",
                                        job_id=job)
-                jobs.reap(self.me.name)
+                # Never this process's own job: it is alive, so its job is not dead. A stall
+                # or a starved keeper must not make a worker take its own job away.
+                jobs.reap(self.me.name, skip_worker=self.me.name)
                 if not busy() and not tasks.STOPPING.is_set():
                     self._wake_if_work(jobs)
             except Exception:  # a database or broker outage must not kill the thread

@@ -8,6 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from gand.cli.context import jobs, print_json, registry, short, store
+from gand.cli.paths import output_file, writing
 from gand.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -121,8 +122,7 @@ def train_classifier(
         raise UsageError(f"--epochs {epochs} is invalid; expected 1 to 100")
     if limit is not None and limit < 100:
         raise UsageError(f"--limit {limit} is invalid; expected at least 100 images")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"--out {out} is a folder; expected a file path such as classifier.pt")
+    output_file("--out", out)
     resolved = resolve_data(registry(), data)
     info = resolved.info
     if info.kind != "image" or not info.num_classes:
@@ -138,7 +138,9 @@ def train_classifier(
         x, y = x[keep], y[keep]
     model, meta = clf.train(x, y, epochs=epochs, seed=seed)
     meta["data"] = resolved.spec
-    clf.save(model, meta, out)
+    with writing("--out", out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clf.save(model, meta, out)
     if json_:
         print_json({"out": str(out), **meta})
     else:
@@ -173,6 +175,7 @@ def interpolate(
 
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: interpolations are written as PNG; use a path ending in .png")
+    output_file("--out", out)
     interp.check(steps, method)
     j, run, step = load_run(job, checkpoint, device)
     variant = run.variant
@@ -189,12 +192,13 @@ def interpolate(
         images = interp.latent_walk(variant, run.models, steps=steps, grid=grid, seed=seed,
                                     method=method, label=label).cpu()
         nrow = steps
-    if images.dim() == 2:  # vector data: the generated points along the path, in order
-        from gand.evaluation.plots import path_plot
+    with writing("--out", out):
+        if images.dim() == 2:  # vector data: the generated points along the path, in order
+            from gand.evaluation.plots import path_plot
 
-        path_plot(images.numpy(), out, f"{kind} interpolation, step {step}")
-    else:
-        samples.save_grid(images, out, nrow=nrow)
+            path_plot(images.numpy(), out, f"{kind} interpolation, step {step}")
+        else:
+            samples.save_grid(images, out, nrow=nrow)
     store().add_artifact(j.id, "interpolation", str(out.resolve()), step)
     if json_:
         print_json({"job": j.id, "step": step, "kind": kind, "out": str(out),
@@ -228,6 +232,8 @@ def compare(
         raise UsageError(f"compare needs at least two jobs; got {len(jobs)}")
     if plot is not None and plot.suffix.lower() != ".png":
         raise UsageError(f"--plot {plot}: plots are written as PNG; use a path ending in .png")
+    if plot is not None:
+        output_file("--plot", plot)
     s = store()
     found = [s.find_job(j) for j in jobs]
     if len({j.id for j in found}) < len(found):
@@ -249,7 +255,8 @@ def compare(
         if plot is not None:
             series[label] = {"metrics": [m.to_json() for m in s.metrics(j.id)], "evaluations": evals}
     if plot is not None:
-        plots.plot(series, plot, "gand compare")
+        with writing("--plot", plot):
+            plots.plot(series, plot, "gand compare")
     if json_:
         print_json({"jobs": rows, "plot": str(plot) if plot else None})
         return

@@ -139,13 +139,20 @@ def cancel(job: Annotated[str, typer.Argument(help="job id or unique prefix")], 
 def resume(
     job: Annotated[str, typer.Argument(help="job id or unique prefix")],
     steps: Annotated[Optional[int], typer.Option(help="new total of generator updates")] = None,
+    from_scratch: Annotated[bool, typer.Option(
+        "--from-scratch", help="train again from step 0, not using its checkpoints (their "
+                               "files are kept)")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Queue a stopped job again; it continues from its latest checkpoint."""
-    r = jobs().resume(job, steps)
+    """Queue a stopped job again; it continues from its latest checkpoint that verifies."""
+    r = jobs().resume(job, steps, from_scratch=from_scratch)
     j, reached, total = r.job, r.from_step, r.total_steps
     if json_:
-        print_json({"id": j.id, "status": j.status, "from_step": reached, "total_steps": total})
+        print_json({"id": j.id, "status": j.status, "from_step": reached, "total_steps": total,
+                    "from_scratch": from_scratch, "forgot_checkpoints": r.forgot_checkpoints})
+    elif from_scratch:
+        typer.echo(f"{short(j.id)} queued; starts again from step 0 to {total} "
+                   f"({r.forgot_checkpoints} earlier checkpoints no longer used)")
     else:
         typer.echo(f"{short(j.id)} queued; continues from step {reached} to {total}")
 

@@ -1,7 +1,9 @@
 """The `gand` command: every command group joined in one place, and the one error policy.
 
 A GandError (a user mistake or an unavailable service) becomes one line on stderr and a non-zero
-exit code, never a traceback; anything else is a bug and keeps its traceback.
+exit code, never a traceback. Anything else is a bug in gand or a plugin: it too is one line,
+naming the exception and how to see more, with exit code 70 (EX_SOFTWARE). GAND_DEBUG=1 shows
+the full traceback of either, for developers.
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ except ImportError:  # pragma: no cover
 
 from gand.cli import data, evaluate, export, jobs, ops, outputs, system, translate, ui, watch
 from gand.errors import GandError
+from gand.settings import debug
+
+EX_SOFTWARE = 70  # sysexits.h: an internal error
 
 app = typer.Typer(name="gand", help="A GAN training daemon: submit, watch, cancel, compare, resume.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -28,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, standalone_mode=False, prog_name="gand")
     except GandError as e:
-        print(f"gand: error: {e}", file=sys.stderr)
+        if debug():
+            raise
+        print(f"gand: error: {_one_line(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     except click_exc.NoArgsIsHelpError:
         sys.exit(0)  # the help has been shown
@@ -43,7 +50,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # a bug: still one line for the user, the traceback on request
+        if debug():
+            raise
+        print(f"gand: internal error: {type(e).__name__}: {_one_line(str(e))} (a bug in gand "
+              f"or a plugin; GAND_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(EX_SOFTWARE)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    """A message on one line, whatever a driver or library put in it."""
+    return " ".join(text.split())
 
 
 def _given(e: Exception, argv: list[str] | None) -> str:

@@ -1,12 +1,14 @@
 """Commands that use a trained generator: generate."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from gand.cli.context import jobs, print_json, registry, short
+from gand.cli.paths import output_file, output_folder, writing
 from gand.errors import UsageError
 
 
@@ -28,13 +30,24 @@ def generate(
     json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Draw samples from a job's generator."""
+    if n < 1 or n > 1_000_000:
+        raise UsageError(f"--n {n} is invalid; expected 1 to 1000000")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UsageError(f"--seed {seed} is invalid; expected 0 ≤ seed < 2^63")
+    if truncation is not None and not (math.isfinite(truncation) and 0 <= truncation <= 2):
+        raise UsageError(f"--truncation {truncation} is invalid; expected a number from 0 (every "
+                         f"sample the mean style) to 1 (off), at most 2")
+    # Checked before the model is loaded: a path that cannot be written costs nothing.
+    if out.suffix:
+        output_file("--out", out)
+    else:
+        output_folder("--out", out)
+
     import numpy as np
     import torch
 
     from gand.engine import samples
 
-    if n < 1 or n > 1_000_000:
-        raise UsageError(f"--n {n} is invalid; expected 1 to 1000000")
     j, run, step = load_run(job, checkpoint, device)
     g = torch.Generator(device=run.device)
     g.manual_seed(seed if seed is not None else torch.seed() % 2**63)
@@ -58,14 +71,17 @@ def generate(
     if x.dim() == 2:
         if out.suffix != ".npy":
             raise UsageError(f"--out {out}: vector samples are written as .npy; use a path ending in .npy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, x.numpy())
+        with writing("--out", out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.save(out, x.numpy())
     elif out.suffix.lower() == ".png":
-        samples.save_grid(x, out)
+        with writing("--out", out):
+            samples.save_grid(x, out)
     elif out.suffix:
         raise UsageError(f"--out {out}: images are written as a .png grid or into a folder (no suffix)")
     else:
-        samples.save_images(x, out)
+        with writing("--out", out):
+            samples.save_images(x, out)
     if json_:
         print_json({"job": j.id, "step": step, "n": n, "shape": list(x.shape), "out": str(out)})
     else:

@@ -110,6 +110,7 @@ def config(json_: Annotated[bool, typer.Option("--json", help="machine-readable 
     """The effective settings and where each came from."""
     from gand.queue import redact
 
+    settings_mod.load()  # a bad value is refused here too, naming where it came from
     values = settings_mod.resolve()
     rows = {k: {"value": redact(v.value) if k.endswith("_url") else v.value, "source": v.source}
             for k, v in values.items()}

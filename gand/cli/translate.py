@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from gand.cli.context import jobs, print_json, registry, short
+from gand.cli.paths import output_folder, writing
 from gand.errors import UsageError, one_of
 
 DIRECTIONS = ("a2b", "b2a")
@@ -15,18 +16,18 @@ FOLDER = "folder"  # the dataset type that reads a folder of images
 
 def _input_files(folder: Path) -> list[Path]:
     """The loose image files the folder dataset reads, in its order (sorted paths)."""
-    from PIL import Image
+    from gand.engine.images import is_regular_file, open_image
 
     exts = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
     out = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or not p.name.lower().endswith(exts):
+        if p.name.startswith(".") or not is_regular_file(p) or not p.name.lower().endswith(exts):
             continue
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:
                 im.verify()
         except Exception:
-            continue  # the loader skips unreadable files too
+            continue  # the loader skips unreadable (and oversized) files too
         out.append(p)
     return out
 
@@ -63,6 +64,7 @@ def translate(
                          f"two-domain translation job such as cyclegan")
     if not input_.is_dir():
         raise UsageError(f"--input {input_}: no such folder")
+    output_folder("--out", out)
     # Read at the job's shape by the same folder dataset that trains on image folders.
     folder = registry().dataset_type(FOLDER)
     info = folder.describe(str(input_))  # a folder without a readable image is a UsageError
@@ -78,10 +80,11 @@ def translate(
         raise UsageError(f"--input {input_}: could not match the images read to file names "
                          f"({len(files)} files)")
     y = run.variant.translate(run.models, x, direction).cpu()
-    out.mkdir(parents=True, exist_ok=True)
     names = _out_names(files)
-    for img, name in zip(y, names):
-        save_image(img.float(), out / name, normalize=True, value_range=(-1, 1))
+    with writing("--out", out):
+        out.mkdir(parents=True, exist_ok=True)
+        for img, name in zip(y, names):
+            save_image(img.float(), out / name, normalize=True, value_range=(-1, 1))
     if json_:
         print_json({"job": j.id, "step": step, "direction": direction, "n": len(names),
                     "shape": list(y.shape[1:]), "out": str(out), "files": names})

@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gand.cli.context import jobs, print_json, short, store
+from gand.cli.paths import output_file, writing
 from gand.errors import UsageError
 from gand.jobs.pace import THROUGHPUT_KEY
 
@@ -108,12 +110,15 @@ def metrics(
     """The metrics a job recorded, step by step (or as curves, with --plot)."""
     if json_ and csv_:
         raise UsageError("--json and --csv are exclusive; pick one")
+    if plot and Path(plot).suffix.lower() == ".png":
+        output_file("--plot", Path(plot))
     s = store()
     j = s.find_job(job)
     if plot:
         from gand.evaluation.plots import plot_job
 
-        made = plot_job(s, j, plot)
+        with writing("--plot", Path(plot)):
+            made = plot_job(s, j, plot)
         if json_:
             print_json(made)
         else:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from gand.errors import CheckpointError
+from gand.jobs.checkpoints import sha256_of, verify  # noqa: F401  (sha256_of: re-exported)
 
 FORMAT = 1
 
@@ -56,21 +57,11 @@ def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:
     return len(data), digest
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load(path: Path, sha256: Optional[str] = None, map_location: Any = "cpu") -> dict[str, Any]:
-    """Reads a checkpoint, verifying its sha256 first when one is known."""
+    """Reads a checkpoint, verifying it first exactly as `gand resume` does (gand.jobs.checkpoints:
+    a regular file with its recorded sha256)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is missing")
-    if sha256 is not None and sha256_of(path) != sha256:
-        raise CheckpointError(f"checkpoint {path} does not match its recorded sha256 (corrupt or truncated)")
+    verify(path, sha256)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file

@@ -20,8 +20,8 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "lr_g": Option(float, 0.0, "generator learning rate (0: use lr)", min=0.0),
     "lr_d": Option(float, 0.0, "discriminator learning rate (0: use lr)", min=0.0),
     "optimizer": Option(str, "adam", "optimizer of both networks", choices=("adam", "rmsprop")),
-    "beta1": Option(float, 0.5, "Adam beta1", min=0.0, max=1.0),
-    "beta2": Option(float, 0.999, "Adam beta2", min=0.0, max=1.0),
+    "beta1": Option(float, 0.5, "Adam beta1", min=0.0, below=1.0),
+    "beta2": Option(float, 0.999, "Adam beta2", min=0.0, below=1.0),
     "d_steps": Option(int, 1, "discriminator updates per generator update", min=1, max=100),
     "ema": Option(float, 0.0, "EMA decay of G's weights (0: off; e.g. 0.999)", min=0.0, max=1.0),
     "precision": Option(str, "fp32", "fp32 or bf16 autocast", choices=("fp32", "bf16")),
@@ -50,9 +50,32 @@ def declared(variant: Variant, loss_cls: type[Loss]) -> dict[str, Option]:
     return table
 
 
-def resolve(variant: Variant, loss_cls: type[Loss], given: dict[str, Any]) -> dict[str, Any]:
-    """The job's complete, checked options: defaults overlaid with `--set` values."""
-    return parse_options(declared(variant, loss_cls), given)
+def resolve(variant: Variant, loss_cls: type[Loss], given: dict[str, Any],
+            flags: dict[str, str] | None = None) -> dict[str, Any]:
+    """The job's complete, checked options: defaults overlaid with `--set` values (and the
+    options given as their own flags, named in `flags`), refused here if the optimizer would
+    refuse them in the worker."""
+    options = parse_options(declared(variant, loss_cls), given, flags)
+    check_optimizers(options)
+    return options
+
+
+# The options each optimizer reads, to name them when torch refuses their values.
+OPTIMIZER_KEYS = {"adam": ("lr", "lr_g", "lr_d", "beta1", "beta2"),
+                  "rmsprop": ("lr", "lr_g", "lr_d")}
+
+
+def check_optimizers(options: dict[str, Any]) -> None:
+    """Builds each network's optimizer over a dummy parameter, as the worker will build it over
+    the real ones: whatever torch.optim refuses is refused at submit, with the values named."""
+    dummy = [torch.zeros(1, requires_grad=True)]
+    for which in ("g", "d"):
+        try:
+            optimizer(dummy, options, which)
+        except (ValueError, TypeError) as e:
+            given = ", ".join(f"{k}={options[k]}" for k in OPTIMIZER_KEYS[options["optimizer"]])
+            raise UsageError(f"--set optimizer={options['optimizer']} refuses {given}: "
+                             f"{e}") from None
 
 
 def optimizer(params, options: dict[str, Any], which: str) -> torch.optim.Optimizer:

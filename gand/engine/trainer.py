@@ -64,6 +64,12 @@ class Outcome:
 
 
 def pick_device(spec: str) -> torch.device:
+    """The torch device `spec` names (auto, cpu, cuda, cuda:N); a UsageError for anything else
+    or for a GPU this machine does not have."""
+    from gand.jobs.config import DEVICE_RE
+
+    if not DEVICE_RE.match(spec):
+        raise UsageError(f"--device {spec!r} is invalid; expected auto, cpu, cuda or cuda:N")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(spec)

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from gand.api import DataInfo, Metric, Option, parse_options
 from gand.errors import GandError, PluginError, UsageError, one_of
+from gand.jobs.config import MAX_STEPS
 from gand.plugins import Registry
 
 DEFAULT_SAMPLES = {"vector": 2500, "image": 1000}
@@ -79,13 +80,17 @@ def eval_config(registry: Registry, info: DataInfo, *, every: Optional[int] = No
             if value:
                 raise UsageError(f"{flag} needs --eval-every N (how often to evaluate)")
         return None
-    if every < 1:
-        raise UsageError(f"--eval-every {every} is invalid; expected an integer ≥ 1")
+    if not 1 <= every <= MAX_STEPS:
+        raise UsageError(f"--eval-every {every} is invalid; expected an integer from 1 to "
+                         f"{MAX_STEPS}")
     if num_samples is not None and not 2 <= num_samples <= 100_000:
         raise UsageError(f"--eval-n {num_samples} is invalid; expected 2 to 100000")
     if classifier:
         from gand.evaluation import classifier as clf
 
+        if not classifier.isprintable():
+            raise UsageError(f"--eval-classifier {classifier!r} is invalid: it holds a control "
+                             f"character")
         path = Path(classifier).expanduser().resolve()
         clf.load(path)  # refuses a missing or foreign file now, not at the first evaluation
         classifier = str(path)

@@ -28,6 +28,9 @@ QUEUE = "gand"            # --queue
 SCHEDULE_CAP = 500        # checkpoint and sample grid every min(steps, 500) steps by default
 PRIORITY = 5              # --priority: 0-9, higher first; first come, first served within one
 PRIORITY_RANGE = (0, 9)
+# The most steps a job may have: jobs.step and jobs.total_steps are 32-bit integers on
+# PostgreSQL, so anything larger is refused at submit rather than by the database.
+MAX_STEPS = 2**31 - 1
 
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -12,43 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Callable, Optional
 
-from gand.errors import UsageError
+# GAND_LEASE_SECONDS and GAND_STALL_SECONDS are read and checked with every other setting.
+from gand.settings import lease_seconds, stall_seconds  # noqa: F401  (re-exported)
 from gand.store.fence import Lease
 from gand.store.states import JobStatus
 
 log = logging.getLogger("gand.lease")
-
-LEASE_SECONDS = 30.0    # GAND_LEASE_SECONDS: a dead worker's job is found within ~1.5 of these
-STALL_SECONDS = 900.0   # GAND_STALL_SECONDS: no step and no long work this long = hung
-
-
-def _seconds(env: str, default: float, low: float, high: float) -> float:
-    raw = os.environ.get(env)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and low <= value <= high):
-        raise UsageError(f"{env}={raw!r} is invalid; expected a number of seconds from {low:g} "
-                         f"to {high:g}")
-    return value
-
-
-def lease_seconds() -> float:
-    return _seconds("GAND_LEASE_SECONDS", LEASE_SECONDS, 0.5, 86_400)
-
-
-def stall_seconds() -> float:
-    return _seconds("GAND_STALL_SECONDS", STALL_SECONDS, 1, 7 * 86_400)
 
 
 class LeaseKeeper(threading.Thread):

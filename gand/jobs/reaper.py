@@ -46,15 +46,20 @@ def _aware(t: datetime | None) -> datetime | None:
 
 
 def reap(store: Store, reaper: str, now: datetime | None = None,
-         stale_after: float = 30.0) -> list[Reaped]:
+         stale_after: float = 30.0, skip_worker: str | None = None) -> list[Reaped]:
     """One pass: recovers every job whose lease ran out before `now`; returns what it did.
 
     `stale_after` seconds is how long a job may sit in `recovering` (a reaper that died between
-    its two moves) before another reaper finishes the move.
+    its two moves) before another reaper finishes the move. Jobs held by `skip_worker` are left
+    alone: a worker's own reaper must not take a job from the (living) process it runs in when a
+    loaded machine delays that process's lease renewal; if its job really hung, the keeper stops
+    renewing and any other reaper (another worker, `gand reap`) hands it on.
     """
     now = now or datetime.now(UTC)
     done: list[Reaped] = []
     for job in store.expired_leases(now):
+        if skip_worker is not None and job.worker == skip_worker:
+            continue
         done.append(_recover(store, job, reaper, now))
     # A reaper killed between running → recovering and recovering → queued left this behind.
     for job in store.list_jobs(JobStatus.recovering):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 from gand import settings as settings_mod
 from gand.errors import BrokerUnavailable, NotFound, StateError, TransitionRejected, UsageError
 from gand.jobs import pace
-from gand.jobs.config import JobConfig
+from gand.jobs.config import MAX_STEPS, JobConfig
 from gand.jobs.lease import lease_seconds
 from gand.store import ACTIVE, TERMINAL, Artifact, Job, JobStatus, Store, parse_status
 from gand.store.fence import Lease, LeaseLost
@@ -42,8 +42,9 @@ def short(job_id: str) -> str:
 @dataclass(frozen=True)
 class Resumed:
     job: Job
-    from_step: int
+    from_step: int          # the step the worker starts from (its checkpoint's, or 0)
     total_steps: int
+    forgot_checkpoints: int = 0  # --from-scratch: checkpoints no longer used
 
 
 class JobService:
@@ -237,40 +238,71 @@ class JobService:
         raise StateError(f"job {short(j.id)} is {j.status.value}; only queued or running jobs "
                          f"can be cancelled")
 
-    def resume(self, ref: str, steps: Optional[int] = None) -> Resumed:
-        """Queues a stopped job again; its worker continues from the latest checkpoint."""
+    def resume(self, ref: str, steps: Optional[int] = None,
+               from_scratch: bool = False) -> Resumed:
+        """Queues a stopped job again. It continues from its newest checkpoint that verifies —
+        checked here exactly as the worker checks it, so the step returned is the step the
+        worker starts from — or, with `from_scratch`, from step 0 without its checkpoints.
+        A job that had progressed but has no checkpoint that verifies is refused."""
         from gand import queue
+        from gand.jobs import checkpoints
 
         s = self.store
         j = s.find_job(ref)
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            raise UsageError(f"--steps {steps} is invalid; expected an integer from 1 to "
+                             f"{MAX_STEPS}")
         total = j.total_steps if steps is None else steps
-        if steps is not None and steps < 1:
-            raise UsageError(f"--steps {steps} is invalid; expected an integer ≥ 1")
         if j.status in ACTIVE:
             lease = j.lease_expires_at
-            if lease is not None and lease > datetime.now(timezone.utc):
-                raise StateError(f"job {short(j.id)} is {j.status.value} on worker {j.worker} "
-                                 f"(lease valid until {lease:%H:%M:%S}); cancel it first")
+            now = datetime.now(timezone.utc)
+            if lease is not None and lease > now:
+                # Its worker may be alive, or dead with its lease not yet run out: either way
+                # the job is not ours to move now; say when it will be moved without us.
+                raise StateError(
+                    f"job {short(j.id)} is {j.status.value} on worker {j.worker}, whose lease "
+                    f"runs until {lease:%H:%M:%S} UTC (in {(lease - now).total_seconds():.0f} s); "
+                    f"if that worker has stopped, any worker (or `gand reap`) requeues the job "
+                    f"then and it continues from its latest checkpoint; to stop it instead, "
+                    f"`gand cancel {short(j.id)}`")
             reason = f"resumed after worker {j.worker} stopped renewing its lease"
         elif j.status in TERMINAL:
             reason = "resumed by user"
         else:
             raise StateError(f"job {short(j.id)} is {j.status.value}; nothing to resume")
-        reached = max([c.step for c in s.checkpoints(j.id)], default=0)
+        if from_scratch:
+            reached = 0
+        else:
+            problems: list[str] = []
+            rows = s.checkpoints(j.id)
+            usable = checkpoints.latest_usable(
+                rows, lambda c, e: problems.append(f"step {c.step}: {e}"),
+                locate=self.settings.local_path)
+            if usable is None and (rows or j.step > 0):
+                raise checkpoints.none_usable(j.id, j.step, problems)
+            reached = usable.step if usable is not None else 0
         if total <= reached:
             raise UsageError(f"job {short(j.id)} already reached step {reached}; pass --steps N "
                              f"with N > {reached} to train further")
         queue.check_broker()
-        j = s.transition(j.id, j.status, JobStatus.queued, reason=reason, total_steps=total,
-                         error=None)
+        forgot = 0
+        if from_scratch:
+            j, forgot = s.requeue_from_scratch(
+                j.id, j.status, total_steps=total,
+                reason=f"{reason}, from scratch: step 0 of {total}, its checkpoints forgotten "
+                       f"(files kept)")
+        else:
+            j = s.transition(j.id, j.status, JobStatus.queued, reason=reason, total_steps=total,
+                             error=None)
         queue.enqueue(j.id, j.queue)
-        return Resumed(j, reached, total)
+        return Resumed(j, reached, total, forgot)
 
-    def reap(self, reaper: str):
-        """One reaper pass: requeues every job whose worker stopped renewing its lease."""
+    def reap(self, reaper: str, skip_worker: Optional[str] = None):
+        """One reaper pass: requeues every job whose worker stopped renewing its lease (but
+        those of `skip_worker`: a worker's own reaper knows its own jobs are not dead)."""
         from gand.jobs.reaper import reap
 
-        return reap(self.store, reaper)
+        return reap(self.store, reaper, skip_worker=skip_worker)
 
     # --- using a trained job ----------------------------------------------------------------
 
@@ -418,6 +450,10 @@ class JobWriter:
 
     def note(self, reason: str) -> None:
         self.store.note(self.job_id, reason, self.lease.worker, fence=self.lease)
+
+    def reset_progress(self, reason: str) -> None:
+        """The job starts again at step 0 (it never recorded a checkpoint): its step says so."""
+        self.store.reset_progress(self.lease, reason)
 
     def finish(self, to: JobStatus, *, reason: str, **fields: Any) -> str:
         """Records how the job ended; a lost lease records nothing."""

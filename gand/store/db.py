@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gand.errors import NotFound, TransitionRejected, UsageError, one_of
+from gand.errors import GandError, NotFound, TransitionRejected, UsageError, one_of
 from gand.store import migrate
-from gand.store.connect import make_engine, retry_locked
+from gand.store.connect import (make_engine, remove_strays, retry_locked, sqlite_files,
+                                store_errors)
 from gand.store.fence import Lease, LeaseLost
+from gand.store.values import INT32, check_storable
 from gand.store.models import (Artifact, Checkpoint, Dataset, Evaluation, Event, Job, Metric,
                                Worker, utcnow)
 from gand.store.states import ACTIVE, TERMINAL, JobStatus, check_transition
@@ -36,8 +38,14 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        migrate.upgrade(self.engine)
+        created = [f for f in sqlite_files(url) if not f.exists()]
+        try:
+            self.engine = make_engine(url)
+            with store_errors(url, "opening it"):
+                migrate.upgrade(self.engine)
+        except GandError:
+            remove_strays(created)  # a failed open leaves no files behind (a -shm on a full disk)
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
@@ -49,8 +57,12 @@ class Store:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._sessions.begin() as session:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A database that cannot be reached or written raises StoreUnavailable (one line that
+        names the URL and the reason), whichever method was using it.
+        """
+        with store_errors(self.url, "using it"), self._sessions.begin() as session:
             yield session
 
     # --- jobs -------------------------------------------------------------------------------
@@ -60,6 +72,11 @@ class Store:
                    total_steps: int, queue: str = "gand", name: str | None = None,
                    priority: int = 5) -> Job:
         """A new queued job, with its "submitted" event."""
+        check_storable("total_steps", total_steps, INT32)
+        check_storable("config", config)
+        check_storable("data", data)
+        for label, text in (("name", name), ("variant", variant), ("loss", loss), ("queue", queue)):
+            check_storable(label, text)
         now = utcnow()
         job = Job(name=name, variant=variant, loss=loss, data=list(data), config=dict(config),
                   status=JobStatus.queued, step=0, total_steps=total_steps, queue=queue,
@@ -129,6 +146,11 @@ class Store:
         if unknown:
             raise ValueError(f"transition cannot set {one_of(unknown)}; "
                              f"allowed: {one_of(TRANSITION_FIELDS)}")
+        for key in ("step", "total_steps", "recoveries"):
+            if key in fields:
+                check_storable(key, fields[key], INT32)
+        if "config" in fields:
+            check_storable("config", fields["config"])
         with self.session() as s:
             for _ in range(CAS_ATTEMPTS):
                 seen = s.scalar(select(Job.status).where(Job.id == job_id))
@@ -164,6 +186,50 @@ class Store:
             # Still moving under us after several reads: report the last state we saw.
             raise TransitionRejected(f"job {job_id}: expected {one_of(allowed)} but it is "
                                      f"{s.scalar(select(Job.status).where(Job.id == job_id))}")
+
+    @retry_locked
+    def requeue_from_scratch(self, job_id: str, expected: JobStatus, *, total_steps: int,
+                             reason: str) -> tuple[Job, int]:
+        """`expected` → queued at step 0, its checkpoints forgotten: (the job, how many).
+
+        The one way a job's step goes back (elsewhere it only grows), in one transaction with
+        the move, so no worker can claim the job in between and find it at its old step with
+        no checkpoint. The checkpoint files stay on disk; only their rows go, so the worker
+        cannot continue from them.
+        """
+        check_transition({expected}, JobStatus.queued)
+        check_storable("total_steps", total_steps, INT32)
+        with self.session() as s:
+            now = utcnow()
+            values = _transition_values(expected, JobStatus.queued, now, None,
+                                        {"total_steps": total_steps, "error": None})
+            values["step"] = 0  # not _at_least: this is the explicit reset
+            result = s.execute(update(Job).where(Job.id == job_id, Job.status == expected)
+                               .values(**values).execution_options(synchronize_session=False))
+            if result.rowcount != 1:
+                seen = s.scalar(select(Job.status).where(Job.id == job_id))
+                if seen is None:
+                    raise NotFound(f"no job {job_id!r}")
+                raise TransitionRejected(f"job {job_id}: expected {expected} but it is {seen}")
+            forgot = s.execute(Checkpoint.__table__.delete().where(
+                Checkpoint.job_id == job_id)).rowcount
+            s.add(Event(job_id=job_id, time=now, from_status=expected, to_status=JobStatus.queued,
+                        reason=reason))
+            return s.scalars(select(Job).where(Job.id == job_id)
+                             .execution_options(populate_existing=True)).one(), forgot
+
+    @retry_locked
+    def reset_progress(self, lease: Lease, reason: str) -> None:
+        """Sets the leased job's step back to 0 with an event: its worker found no checkpoint
+        at all and trains it again from the start (so the job never shows a step it is not at)."""
+        now = utcnow()
+        with self.session() as s:
+            _fence(s, lease, lease.job_id)
+            s.execute(update(Job).where(Job.id == lease.job_id).values(step=0, updated_at=now)
+                      .execution_options(synchronize_session=False))
+            status = s.scalar(select(Job.status).where(Job.id == lease.job_id))
+            s.add(Event(job_id=lease.job_id, time=now, from_status=status, to_status=status,
+                        worker=lease.worker, reason=reason))
 
     @retry_locked
     def claim(self, job_id: str, worker: str, lease_seconds: float) -> tuple[Job, Lease]:

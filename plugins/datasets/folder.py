@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gand.api import DataInfo, DatasetType, DataSource, TensorSource
+from gand.engine.images import ImageTooLarge, is_regular_file, open_image
 from gand.errors import UsageError
 from gand_plugins.datasets.common import _check_image_shape, _spec, _u8_to_unit
 
@@ -27,24 +28,29 @@ def _is_image_name(name: str) -> bool:
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    """Regular files with an image name: a FIFO, socket or device named like an image is never
+    listed, so nothing ever opens it (reading a FIFO blocks forever)."""
     if not recursive:
         try:
-            return sorted(p for p in folder.iterdir() if _is_image_name(p.name) and p.is_file())
+            return sorted(p for p in folder.iterdir()
+                          if _is_image_name(p.name) and is_regular_file(p))
         except OSError:
             return []
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames) if _is_image_name(f)]
+        out += [Path(dirpath) / f for f in sorted(filenames)
+                if _is_image_name(f) and is_regular_file(Path(dirpath) / f)]
     return out
 
 
 def _probe(path: Path, verify: bool) -> Optional[tuple[tuple[int, int], str]]:
-    """((height, width), mode) from the file's header, or None when PIL cannot read it."""
-    from PIL import Image
+    """((height, width), mode) from the file's header, or None when PIL cannot read it.
 
+    An image over gand's pixel limit raises ImageTooLarge: a submit names it rather than
+    skipping it silently."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             w, h = im.size
             mode = im.mode
             if im.format in ("JPEG", "MPO", "WEBP"):  # EXIF from the header, no decoding
@@ -55,6 +61,8 @@ def _probe(path: Path, verify: bool) -> Optional[tuple[tuple[int, int], str]]:
                     pass
             if verify:
                 im.verify()
+    except ImageTooLarge:
+        raise
     except Exception:
         return None
     if w < 1 or h < 1:
@@ -87,7 +95,7 @@ def _read_image(path: Path, c: int, h: int, w: int) -> Optional[np.ndarray]:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # over the pixel limit: skipped like an unreadable file
             im.load()
             try:
                 im = ImageOps.exif_transpose(im)
@@ -140,6 +148,12 @@ class Folder(DatasetType):
                           f"in the folder and in its subfolders)")
 
     def describe(self, arg: Optional[str]) -> DataInfo:
+        try:
+            return self._describe(arg)
+        except ImageTooLarge as e:
+            raise UsageError(f"dataset folder '{arg}': {e}") from None
+
+    def _describe(self, arg: Optional[str]) -> DataInfo:
         root = self._root(arg)
         groups = [(d.name, _images_in(d, recursive=True)) for d in self._subfolders(root)]
         groups = [(name, files) for name, files in groups if files]

@@ -5,6 +5,7 @@ import gzip
 import math
 import os
 import struct
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from gand.api import DataInfo, DatasetType, DataSource, TensorSource
+from gand.engine.images import pixel_limit
 from gand.errors import UsageError
 from gand_plugins.datasets.common import _check_image_shape, _spec, _u8_to_unit
 
@@ -52,26 +54,53 @@ def _read_idx_header(path: Path, magic: int, ndims: int) -> tuple[int, ...]:
                          f"(magic {got}, expected {magic})")
     if any(d < 0 for d in dims):
         raise UsageError(f"dataset mnist: '{path}' has a bad IDX header {tuple(dims)}")
+    expected = size + math.prod(dims)
     if not path.name.endswith(".gz"):
-        expected = size + math.prod(dims)
         actual = path.stat().st_size
         if actual < expected:
             raise UsageError(f"dataset mnist: '{path}' is truncated ({actual} bytes, "
                              f"header says {expected})")
+    else:
+        _check_gz_length(path, expected)
     return tuple(dims)
+
+
+def _check_gz_length(path: Path, expected: int) -> None:
+    """Decompresses a .gz IDX file as far as its header says it reaches (without keeping it):
+    a truncated or corrupt archive is refused at submit, not found by the worker."""
+    got = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while got < expected:
+                chunk = f.read(min(1 << 20, expected - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise UsageError(f"dataset mnist: '{path}' is damaged after {got} of {expected} bytes: "
+                         f"{' '.join(str(e).split()) or type(e).__name__}") from None
+    if got < expected:
+        raise UsageError(f"dataset mnist: '{path}' is truncated ({got} bytes uncompressed, "
+                         f"header says {expected})")
 
 
 def _read_idx_body(path: Path, header_size: int, count: int) -> np.ndarray:
     try:
         with _open_idx(path) as f:
-            data = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+            data = f.read(header_size + count)  # not more: trailing bytes are never used
+    except (OSError, EOFError, zlib.error) as e:
         raise UsageError(f"dataset mnist: cannot read '{path}': {e}") from None
     body = np.frombuffer(data, dtype=np.uint8, offset=min(header_size, len(data)))
     if body.size < count:
         raise UsageError(f"dataset mnist: '{path}' is truncated ({body.size} of {count} "
                          f"data bytes)")
     return body[:count]
+
+
+def _check_labels(path: Path, labels: np.ndarray) -> None:
+    if labels.size and int(labels.max()) >= 10:
+        raise UsageError(f"dataset mnist: '{path}' holds label {int(labels.max())}; "
+                         f"expected 0 to 9")
 
 
 class Mnist(DatasetType):
@@ -153,6 +182,9 @@ class Mnist(DatasetType):
                                  f"holds {m} labels")
             if rows < 1 or cols < 1:
                 raise UsageError(f"dataset mnist: '{images}' has empty {rows}x{cols} images")
+            if rows * cols > pixel_limit():
+                raise UsageError(f"dataset mnist: '{images}' claims {rows}x{cols} images, over "
+                                 f"gand's limit of {pixel_limit()} pixels (GAND_MAX_IMAGE_PIXELS)")
             if size is not None and size != (rows, cols):
                 raise UsageError(f"dataset mnist: '{images}' holds {rows}x{cols} images, the "
                                  f"other split {size[0]}x{size[1]}")
@@ -167,6 +199,8 @@ class Mnist(DatasetType):
         n = sum(h[2] for h in headers)
         if n == 0:
             raise UsageError(f"dataset mnist: the IDX files in '{arg}' hold no images")
+        for _, labels, count, _, _ in headers:
+            _check_labels(labels, _read_idx_body(labels, 8, count))  # small: read them all
         rows, cols = headers[0][3], headers[0][4]
         return DataInfo(spec=_spec(self.name, arg), kind="image", shape=(1, rows, cols),
                         num_classes=10, size=n)
@@ -178,9 +212,7 @@ class Mnist(DatasetType):
         for images, labels, n, rows, cols in headers:
             pix = _read_idx_body(images, 16, n * rows * cols).reshape(n, 1, rows, cols)
             lab = _read_idx_body(labels, 8, n)
-            if lab.size and int(lab.max()) >= 10:
-                raise UsageError(f"dataset mnist: '{labels}' holds label {int(lab.max())}; "
-                                 f"expected 0 to 9")
+            _check_labels(labels, lab)
             xs.append(torch.from_numpy(pix.copy()))
             ys.append(torch.from_numpy(lab.astype(np.int64)))
         device = torch.device(device)
