@@ -168,7 +168,7 @@ def test_cyclegan_job_trains_resumes_and_translates(gand, tmp_path):
                                 queue="elsewhere").id
     gand.worker(burst=False)  # one worker for the job and its resume
     wait_succeeded(gand, store, job_id, 3)
-    grids = [x.path for x in store.artifacts(job_id) if x.kind == "samples"]
+    grids = [gand.home / x.path for x in store.artifacts(job_id) if x.kind == "samples"]
     assert grids and Image.open(grids[-1]).size == (6 * 32 + 7 * 2,) * 2  # 6 rows of 2 triplets
     lr = {m.step: m.value for m in store.metrics(job_id, "lr")}
     assert lr == pytest.approx({1: 2e-4, 2: 2e-4 * 2 / 3, 3: 2e-4 / 3})
@@ -183,8 +183,8 @@ def test_cyclegan_job_trains_resumes_and_translates(gand, tmp_path):
 
     # The pool went on from the saved one: 6 fakes after 3 steps of 2, then 2 more (a fresh
     # pool would hold 2), the first 6 untouched while it was not yet full.
-    s3 = ckpt.load(Path(cps[3].path), cps[3].sha256)["models"]["extras"]
-    s4 = ckpt.load(Path(cps[4].path), cps[4].sha256)["models"]["extras"]
+    s3 = ckpt.load(gand.home / cps[3].path, cps[3].sha256)["models"]["extras"]
+    s4 = ckpt.load(gand.home / cps[4].path, cps[4].sha256)["models"]["extras"]
     for d in ("a", "b"):
         assert int(s3[f"pool_{d}_n"]) == 6 and int(s4[f"pool_{d}_n"]) == 8
         assert torch.equal(s4[f"pool_{d}"][:6], s3[f"pool_{d}"][:6])

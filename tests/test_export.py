@@ -66,7 +66,7 @@ def test_tensorboard_reads_every_metric_evaluation_and_sample_grid(job, tmp_path
         assert math.isclose(points[e.step], e.value, rel_tol=1e-6), e
 
     # One image per sample grid, at its step, the same picture as the file.
-    grids = {a.step: a.path for a in store.artifacts(job_id) if a.kind == "samples"}
+    grids = {a.step: g.home / a.path for a in store.artifacts(job_id) if a.kind == "samples"}
     assert sorted(grids) == [50, 100, 150, 200]
     images = acc.Images("samples")
     assert [i.step for i in images] == sorted(grids)

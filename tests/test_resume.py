@@ -73,7 +73,7 @@ def test_resume_checks_checkpoints_as_the_worker_does(gand):
     # Every checkpoint corrupt (truncated).
     shutil.copytree(backup, run_dir)
     for c in store.checkpoints(job_id):
-        Path(c.path).write_bytes(Path(c.path).read_bytes()[:100])
+        (g.home / c.path).write_bytes((g.home / c.path).read_bytes()[:100])
     line = refused(g, "resume", job_id, "--steps", "400")
     assert "does not match its recorded sha256" in line and "--from-scratch" in line
 
@@ -81,7 +81,7 @@ def test_resume_checks_checkpoints_as_the_worker_does(gand):
     shutil.rmtree(run_dir)
     shutil.copytree(backup, run_dir)
     latest = max(store.checkpoints(job_id), key=lambda c: c.step)
-    Path(latest.path).write_bytes(b"not a checkpoint")
+    (g.home / latest.path).write_bytes(b"not a checkpoint")
     code, out, err = cli(g, "resume", job_id, "--steps", "350", "--json")
     assert code == 0, err
     said = json.loads(out)
@@ -112,7 +112,7 @@ def test_a_worker_never_restarts_a_progressed_job_silently(gand, registry):
     gone = job_with_checkpoint(store, registry, g.home, data="gauss1d", step=30,
                                status="running")
     for c in store.checkpoints(gone):
-        Path(c.path).unlink()
+        (g.home / c.path).unlink()
     never = submit(g, "gan", "--data", "gauss1d", "--steps", "60", "--checkpoint-every", "0",
                    "--sample-every", "0")
     job, lease = store.claim(never, "w-dead@host", 60)  # its message is dropped: not queued
@@ -158,7 +158,7 @@ def test_resume_verifies_without_opening_special_files(gand, registry, damage):
     g, store = gand, gand.store()
     assert cli(g, "list")[0] == 0
     job_id = job_with_checkpoint(store, registry, g.home, data="gauss1d", step=20)
-    path = Path(store.checkpoints(job_id)[0].path)
+    path = g.home / store.checkpoints(job_id)[0].path
     path.unlink()
     if damage == "fifo":
         os.mkfifo(path)

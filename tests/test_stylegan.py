@@ -165,7 +165,7 @@ def test_stylegan_job_trains_resumes_and_generates(gand, tmp_path):
     gand.worker(burst=False)  # one worker for the job and its resume
     wait_succeeded(gand, store, job_id, 4)
     assert [c.step for c in store.checkpoints(job_id)] == [2, 4]
-    grids = [a.path for a in store.artifacts(job_id) if a.kind == "samples"]
+    grids = [gand.home / a.path for a in store.artifacts(job_id) if a.kind == "samples"]
     assert grids and Image.open(grids[-1]).size == (8 * 32 + 9 * 2,) * 2
 
     gand.run("resume", job_id, "--steps", "6")
@@ -176,8 +176,8 @@ def test_stylegan_job_trains_resumes_and_generates(gand, tmp_path):
     assert sorted(g_steps) == [1, 2, 3, 4, 5, 6], "the resumed run started at step 5"
 
     # w_avg is in the checkpoint, moved from its zero start, and restored exactly.
-    s4 = ckpt.load(Path(cps[4].path), cps[4].sha256)
-    s6 = ckpt.load(Path(cps[6].path), cps[6].sha256)
+    s4 = ckpt.load(gand.home / cps[4].path, cps[4].sha256)
+    s6 = ckpt.load(gand.home / cps[6].path, cps[6].sha256)
     w4, w6 = s4["models"]["extras"]["w_avg"], s6["models"]["extras"]["w_avg"]
     assert w4.abs().sum() > 0 and not torch.equal(w4, w6)
     config = json.loads(s4["config"])

@@ -41,6 +41,10 @@ def waiting_reason(workers: list[dict[str, Any]], queue: str, variant: str,
     live = [w for w in workers if w["state"] in ("idle", "busy")]
     if not live:
         return "no live worker (start one with `gand worker`)"
+    # Workers on other queues are no reason: the job waits for one on its own queue.
+    live = [w for w in live if queue in w["queues"]]
+    if not live:
+        return f"no live worker takes queue {queue!r} (start one with `gand worker --queues {queue}`)"
     reasons = {w["worker"]: why_not(w, queue, variant, config) for w in live}
     if any(r is None for r in reasons.values()):
         return None
