@@ -48,7 +48,7 @@ class BurstMonitor(threading.Thread):
             try:
                 waiting = 0 if busy else sum(queue.queue_length(q) for q in self.queues)
                 unreachable_since = None
-            except BrokerUnavailable as e:
+            except Exception as e:  # BrokerUnavailable, or anything else that is not "empty"
                 # Not known to be empty, so not idle; but not worth waiting for forever either.
                 waiting = 1
                 unreachable_since = unreachable_since or time.monotonic()
