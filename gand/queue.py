@@ -27,6 +27,9 @@ DEFAULT_QUEUE = "gand"
 VISIBILITY_TIMEOUT = 7 * 24 * 3600
 CONNECT_TIMEOUT = 3   # seconds for one attempt to reach the broker
 SOCKET_TIMEOUT = 30   # seconds a reply from the broker may take (longer than kombu's BRPOP poll)
+# A check that the broker is there (submit, burst monitor) waits no longer for its reply than
+# for its connection: a server that accepts and never answers is down too.
+QUICK = {"socket_timeout": CONNECT_TIMEOUT}
 
 
 def transport_options(s: settings_mod.Settings) -> dict:
@@ -114,7 +117,7 @@ def check_broker(celery: Optional["Celery"] = None) -> None:
     """Raises BrokerUnavailable unless the broker answers within a few seconds."""
     celery = celery or app()
     try:
-        with celery.connection_for_write() as conn:
+        with celery.connection_for_write(transport_options=QUICK) as conn:
             conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
     except Exception as e:
         raise BrokerUnavailable(f"cannot reach the broker at {redact(celery.conf.broker_url)}: "
@@ -153,7 +156,7 @@ def queue_length(queue: str, celery: Optional["Celery"] = None) -> int:
     """Messages waiting in `queue` (not counting ones a worker has taken); BrokerUnavailable
     when the broker does not answer within a few seconds."""
     celery = celery or app()
-    with celery.connection_for_read() as conn:
+    with celery.connection_for_read(transport_options=QUICK) as conn:
         try:
             conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
         except Exception as e:

@@ -164,3 +164,22 @@ def test_resume_verifies_without_opening_special_files(gand, registry, damage):
         os.mkfifo(path)
     line = refused(g, "resume", job_id, "--steps", "30")
     assert ("is not a regular file" if damage == "fifo" else "is missing") in line
+
+
+def test_resume_reads_checkpoints_as_the_worker_does(gand, registry):
+    """A file whose sha256 matches its row but that torch cannot read (written by something
+    other than gand): the worker would skip it, so resume does not promise it."""
+    import hashlib
+
+    g, store = gand, gand.store()
+    assert cli(g, "list")[0] == 0
+    job_id = job_with_checkpoint(store, registry, g.home, data="gauss1d", step=20)
+    c = store.checkpoints(job_id)[0]
+    garbage = b"not a torch file at all"
+    Path(c.path).write_bytes(garbage)
+    with store.session() as s:
+        from gand.store.models import Checkpoint
+
+        s.get(Checkpoint, c.id).sha256 = hashlib.sha256(garbage).hexdigest()
+    line = refused(g, "resume", job_id, "--steps", "30")
+    assert "cannot be read" in line and "--from-scratch" in line

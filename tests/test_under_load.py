@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from support import cli, wait_for
+from support import cli, make_env, reset_process_globals, wait_for
 
 from gand.store import JobStatus
 
@@ -80,3 +80,32 @@ def test_under_a_cpu_hog_no_job_is_interrupted_and_a_cancel_is_prompt(gand):
     took = (events[JobStatus.cancelled] - events[JobStatus.cancelling]).total_seconds()
     assert took < 5, f"the worker took {took:.1f} s to honour the cancel"
     assert store.get_job(long).recoveries == 0
+
+
+def test_a_workers_own_reaper_never_takes_its_own_job(tmp_path, monkeypatch):
+    """A lease that lapsed because the machine was loaded, not because the worker died: the
+    worker's own reaper leaves the job alone; any other reaper still recovers it."""
+    from datetime import UTC, datetime, timedelta
+
+    from gand.jobs.reaper import reap
+    from gand.store import Store
+    from gand.store.models import Job
+
+    for key, value in make_env(tmp_path, "filesystem", "sqlite").items():
+        monkeypatch.setenv(key, value)
+    reset_process_globals()  # the Celery app must see this test's broker
+    store = Store(f"sqlite:///{tmp_path / 'gand.db'}")
+    try:
+        job = store.create_job(variant="gan", loss="bce", data=["ring8"], config={},
+                               total_steps=10)
+        store.claim(job.id, "gand-1@host", 60)
+        with store.session() as s:
+            s.get(Job, job.id).lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        assert reap(store, "gand-1@host", skip_worker="gand-1@host") == []
+        assert store.get_job(job.id).status == JobStatus.running
+        done = reap(store, "gand-2@host", skip_worker="gand-2@host")
+        assert [(r.job, r.action) for r in done] == [(job.id, "requeued")]
+        assert store.get_job(job.id).status == JobStatus.queued
+    finally:
+        store.close()
+        reset_process_globals()

@@ -159,16 +159,17 @@ def _restore_latest(writer: JobWriter, run: Run, progressed: int) -> int:
     """
     rows = writer.store.checkpoints(writer.job_id)
     problems: list[str] = []
-    for c in checkpoints.newest_first(rows):
-        try:
-            state = ckpt.load(writer.settings.local_path(c.path), c.sha256,
-                              map_location=run.device)
-        except CheckpointError as e:
-            log.warning("job %s: skipping checkpoint at step %d: %s", writer.job_id, c.step, e)
-            writer.note(f"skipped checkpoint at step {c.step}: {e}")
-            problems.append(f"step {c.step}: {e}")
-            continue
-        step = run.restore(state)
+
+    def skipped(c, e: CheckpointError) -> None:
+        log.warning("job %s: skipping checkpoint at step %d: %s", writer.job_id, c.step, e)
+        writer.note(f"skipped checkpoint at step {c.step}: {e}")
+        problems.append(f"step {c.step}: {e}")
+
+    usable = checkpoints.latest_usable(
+        rows, lambda c: ckpt.load(writer.settings.local_path(c.path), c.sha256,
+                                   map_location=run.device), skipped)
+    if usable is not None:
+        step = run.restore(usable[1])
         log.info("job %s: resumed from step %d", writer.job_id, step)
         return step
     if rows and progressed > 0:

@@ -176,9 +176,7 @@ class BurstMonitor(threading.Thread):
                 try:
                     waiting = sum(queue.queue_length(q) for q in self.me.queues)
                     unreachable_since = None
-                    if not waiting:
-                        waiting = int(self.jobs.next_for(self.me.row()) is not None)
-                except BrokerUnavailable as e:
+                except Exception as e:  # BrokerUnavailable, or anything else that is not "empty"
                     # Not known to be empty, so not idle; but not worth waiting for forever.
                     unreachable_since = unreachable_since or time.monotonic()
                     if time.monotonic() - unreachable_since >= self.broker_timeout:
@@ -188,8 +186,11 @@ class BurstMonitor(threading.Thread):
                         log.error("burst: %s", self.failure)
                         worker_state.should_stop = 1  # also ends Celery's own reconnect loop
                         return
-                except Exception:  # the database is restarting: not known to be idle
-                    waiting = 1
+                if not waiting:
+                    try:  # a queued job this worker can run, whose message is elsewhere or lost
+                        waiting = int(self.jobs.next_for(self.me.row()) is not None)
+                    except Exception:  # the database is restarting: not known to be idle
+                        waiting = 1
             idle = idle + 1 if not busy() and not waiting else 0
             if idle >= self.checks:
                 log.info("burst: queues %s are empty; stopping", ",".join(self.me.queues))

@@ -36,13 +36,20 @@ def pixel_limit() -> int:
     return settings.max_image_pixels()
 
 
+_warning_is_error = False
+
+
 def _guard() -> Any:
     """PIL, with gand's pixel limit as its own and its bomb warning made an error."""
+    global _warning_is_error
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = pixel_limit()
-    # Process-wide and thread-safe (unlike catch_warnings): above the limit, Image.open raises.
-    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    if not _warning_is_error:
+        # Once per process, and process-wide (catch_warnings is not thread-safe, and the folder
+        # dataset reads images in threads): above the limit, Image.open raises, never warns.
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+        _warning_is_error = True
     return Image
 
 

@@ -2,8 +2,8 @@
 both apply, so the step `resume` promises is the step the worker starts from.
 
 A checkpoint is usable when its file is a regular file whose sha256 is the one recorded in its
-row. No torch here: `gand resume` checks without loading a model (the worker then loads the
-file that passed, with `weights_only=True`).
+row (`verify`, here, without torch) and torch reads it back with `weights_only=True`
+(gand.engine.checkpoint.load, which calls `verify` first).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import hashlib
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from gand.errors import CheckpointError
 from gand.store.models import Checkpoint
@@ -50,18 +50,24 @@ def newest_first(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
 
 
 def latest_usable(checkpoints: Iterable[Checkpoint],
-                  skipped: Optional[Callable[[Checkpoint, CheckpointError], None]] = None,
-                  locate: Callable[[str], Path] = Path) -> Optional[Checkpoint]:
-    """The newest checkpoint that verifies, or None; `skipped` hears of each that does not.
-    `locate` turns a recorded path into this host's (Settings.local_path)."""
+                  load: Callable[[Checkpoint], Any],
+                  skipped: Optional[Callable[[Checkpoint, CheckpointError], None]] = None
+                  ) -> Optional[tuple[Checkpoint, Any]]:
+    """The newest checkpoint that `load` accepts, with what it made of it; None if none does.
+
+    `load` verifies and reads one checkpoint, raising CheckpointError when it cannot be used:
+    the worker and `gand resume` both pass gand.engine.checkpoint.load (sha256, then torch's
+    weights-only load), so they agree on which checkpoint a job continues from. `skipped`
+    hears of each checkpoint passed over, and why.
+    """
     for c in newest_first(checkpoints):
         try:
-            verify(locate(c.path), c.sha256)
+            state = load(c)
         except CheckpointError as e:
             if skipped is not None:
                 skipped(c, e)
             continue
-        return c
+        return c, state
     return None
 
 

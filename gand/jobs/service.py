@@ -245,6 +245,7 @@ class JobService:
         worker starts from — or, with `from_scratch`, from step 0 without its checkpoints.
         A job that had progressed but has no checkpoint that verifies is refused."""
         from gand import queue
+        from gand.engine import checkpoint as ckpt  # torch: the worker's own test, exactly
         from gand.jobs import checkpoints
 
         s = self.store
@@ -276,11 +277,11 @@ class JobService:
             problems: list[str] = []
             rows = s.checkpoints(j.id)
             usable = checkpoints.latest_usable(
-                rows, lambda c, e: problems.append(f"step {c.step}: {e}"),
-                locate=self.settings.local_path)
+                rows, lambda c: ckpt.load(self.settings.local_path(c.path), c.sha256, map_location="cpu"),
+                lambda c, e: problems.append(f"step {c.step}: {e}"))
             if usable is None and (rows or j.step > 0):
                 raise checkpoints.none_usable(j.id, j.step, problems)
-            reached = usable.step if usable is not None else 0
+            reached = usable[0].step if usable is not None else 0
         if total <= reached:
             raise UsageError(f"job {short(j.id)} already reached step {reached}; pass --steps N "
                              f"with N > {reached} to train further")
