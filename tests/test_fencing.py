@@ -36,6 +36,29 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
         time.sleep(interval)
 
 
+def freeze_outside_a_write(pid: int, db: Path) -> None:
+    """SIGSTOP `pid`, but not in the middle of a SQLite write: a process frozen inside one
+    keeps the database's write lock (POSIX locks outlive a stop), so no other process could
+    write until it woke. That is a database lock, not a fencing question (on PostgreSQL such a
+    process would hold its transaction's row locks the same way; see the closing note)."""
+    import sqlite3
+
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            con = sqlite3.connect(db, timeout=2)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
+                return
+            finally:
+                con.close()
+        except sqlite3.OperationalError:  # frozen holding the write lock: let it finish
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.3)
+    raise AssertionError("could not freeze the worker outside a database write")
+
+
 class StepWatcher(threading.Thread):
     """Reads the job's step over and over: the test asserts it never went down."""
 
@@ -64,7 +87,7 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_after_the_takeover(gand, 
                      "worker A to pass two checkpoints")
     watcher = StepWatcher(store, job_id)
     watcher.start()
-    os.kill(a.pid, signal.SIGSTOP)
+    freeze_outside_a_write(a.pid, g.home / "gand.db")
     try:
         frozen_step = store.get_job(job_id).step
         assert store.get_job(job_id).worker.startswith(a_name)
