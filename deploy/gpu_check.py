@@ -45,8 +45,10 @@ def fresh_env(tmp: Path, name: str) -> dict:
     return env
 
 
-def submit(env: dict, n: int) -> list[str]:
+def submit(env: dict, n: int, sets: tuple[str, ...] = ()) -> list[str]:
     extra = [] if DRY else ["--gpus", "1"]
+    for s in sets:
+        extra += ["--set", s]
     return [json.loads(gand(env, "submit", "dcgan", "--data", f"mnist:{MNIST}", "--steps",
                             str(STEPS), "--batch-size", str(BATCH), "--checkpoint-every", "0",
                             "--sample-every", "0", "--seed", str(i), *extra, "--json").stdout)["id"]
@@ -62,8 +64,11 @@ def end_to_end(tmp: Path) -> dict:
     from gand_workers.gpus import discover
 
     found = discover()
-    jobs = submit(env, len(found))
+    # The non-default fast paths (bf16 autocast, channels_last), through a checkpoint and a resume.
+    jobs = submit(env, len(found), () if DRY else ("precision=bf16", "channels_last=true"))
     started = time.monotonic()
+    gand(env, "worker", "--gpus", "all", "--burst", "--loglevel", "WARNING")
+    gand(env, "resume", jobs[0], "--steps", str(STEPS + 100))
     gand(env, "worker", "--gpus", "all", "--burst", "--loglevel", "WARNING")
     shown = [show(env, j) for j in jobs]
     workers = {w["worker"]: w for w in json.loads(gand(env, "workers", "--json").stdout)}
@@ -72,6 +77,7 @@ def end_to_end(tmp: Path) -> dict:
     return {"gpus": [g.to_json() for g in found], "jobs": len(jobs),
             "succeeded": sum(j["status"] == "succeeded" for j in shown),
             "slots": slots, "distinct_slots": len(set(slots)) == len(slots),
+            "resumed_to": shown[0]["step"], "runtime": [j["config"].get("runtime") for j in shown],
             "seconds": round(time.monotonic() - started, 1),
             "img_per_s_per_job": [round(j["metrics"].get("img_per_s", 0)) for j in shown]}
 

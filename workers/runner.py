@@ -87,6 +87,8 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
     run_dir = ctx.settings.run_dir(writer.job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run.build(config, ctx.registry)
+    if run.runtime is not None:
+        writer.record_runtime(run.runtime.to_dict())
     start = _restore_latest(writer, run, writer.job.step)
     if start >= config.steps:
         return Outcome("completed", start)

@@ -107,6 +107,12 @@ def show(job: Annotated[str, typer.Argument(help="job id or unique prefix")], js
         typer.echo(f"queue    #{d['queue_position']} on {d['queue']}"
                    + (f"; waiting: {d['waiting_for']}" if d.get("waiting_for") else ""))
     typer.echo(f"variant  {d['variant']}   loss {d['loss']}   data {', '.join(d['data'])}")
+    rt = (d.get("config") or {}).get("runtime")
+    if rt:  # what the worker's device made of the `auto` fast-path options
+        typer.echo(f"ran as   {rt['device']}  precision={rt['precision']}  "
+                   f"channels_last={str(rt['channels_last']).lower()}  "
+                   f"compile={str(rt['compile']).lower()}  optim_impl={rt['optim_impl']}"
+                   f"  ({rt['why']})")
     if d["error"]:
         typer.echo(f"error    {d['error']}")
     if d["metrics"]:

@@ -24,7 +24,15 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "beta2": Option(float, 0.999, "Adam beta2", min=0.0, below=1.0),
     "d_steps": Option(int, 1, "discriminator updates per generator update", min=1, max=100),
     "ema": Option(float, 0.0, "EMA decay of G's weights (0: off; e.g. 0.999)", min=0.0, max=1.0),
-    "precision": Option(str, "fp32", "fp32 or bf16 autocast", choices=("fp32", "bf16")),
+    # The fast paths: `auto` lets the worker choose for its device (gand/engine/fastpath.py) and
+    # record the choice in the job's config; a value given here is used as is.
+    "precision": Option(str, "auto", "auto, fp32, or bf16 autocast", choices=("auto", "fp32", "bf16")),
+    "channels_last": Option(str, "auto", "channels_last tensors for convolutions (auto, true, false)",
+                            choices=("auto", "true", "false")),
+    "compile": Option(str, "auto", "torch.compile the networks (auto, true, false)",
+                      choices=("auto", "true", "false")),
+    "optim_impl": Option(str, "auto", "optimizer kernels: auto, default, foreach or fused (CUDA)",
+                         choices=("auto", "default", "foreach", "fused")),
     **augment.OPTIONS,  # ada, ada_target, ada_kimg: refused at submit where they cannot apply
 }
 

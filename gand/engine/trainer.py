@@ -19,6 +19,7 @@ import torch
 from gand import __version__
 from gand.api import DataSource, Loss, Models, StepContext, Variant
 from gand.engine import checkpoint as ckpt
+from gand.engine import fastpath
 from gand.engine import faults
 from gand.engine import samples
 from gand.errors import UsageError
@@ -98,6 +99,7 @@ class Run:
     models: Models
     device: torch.device
     data: list[DataSource] = field(default_factory=list)
+    runtime: Optional[fastpath.Runtime] = None
 
     @classmethod
     def build(cls, config: JobConfig | dict[str, Any], registry: Registry,
@@ -115,13 +117,17 @@ class Run:
             for d, info in zip(config.data, infos):
                 dtype = registry.dataset_type(d.type)
                 data.append(dtype.load(d.arg, info, tuple(d.shape), dev))
-        return cls(config, variant, loss, models, dev, data)
+        # The fast paths for this device, resolved now that the networks exist (the worker
+        # records the choice in the job's config).
+        runtime = fastpath.choose(config.options, dev, models, loss, data)
+        data = fastpath.apply(runtime, models, data)
+        return cls(config, variant, loss, models, dev, data, runtime)
 
     def context(self, step: int) -> StepContext:
         opts = self.config.options
         return StepContext(step=step, total_steps=self.config.steps, batch_size=opts["batch_size"],
                            device=self.device, options=opts, data=self.data,
-                           precision=opts.get("precision", "fp32"))
+                           precision=self.runtime.precision if self.runtime else "fp32")
 
     # -- checkpoint state -------------------------------------------------------------------
 
@@ -135,6 +141,8 @@ class Run:
         """Loads a checkpoint's models and RNG; returns the step it was taken at."""
         self.models.load_state_dict(state["models"])
         self.loss.load_state_dict(state.get("loss") or {})  # absent in gand 0.1's checkpoints
+        if self.runtime is not None:
+            fastpath.set_optimizer_impl(self.runtime, self.models)
         ckpt.restore_rng(state["rng"])
         return int(state["step"])
 

@@ -82,6 +82,9 @@ class JobConfig:
     priority: int = PRIORITY
     gpus: Optional[int] = None            # --gpus: 0 a CPU job, 1 a GPU job, None either
     min_gpu_mem_gb: Optional[float] = None  # --min-gpu-mem: a GPU (slot) with this much memory
+    # What the worker resolved the `auto` fast-path options to on its device, and why
+    # (gand.engine.fastpath.Runtime); None until a worker has started the job.
+    runtime: Optional[dict[str, Any]] = None
     version: int = VERSION
 
     @property
@@ -131,6 +134,7 @@ class JobConfig:
                 priority=int(raw.get("priority", PRIORITY)),
                 gpus=raw.get("gpus"),
                 min_gpu_mem_gb=raw.get("min_gpu_mem_gb"),
+                runtime=raw.get("runtime"),
                 version=VERSION,
             )
         except (KeyError, TypeError, ValueError) as e:

@@ -452,6 +452,10 @@ class JobWriter:
     def note(self, reason: str) -> None:
         self.store.note(self.job_id, reason, self.lease.worker, fence=self.lease)
 
+    def record_runtime(self, runtime: dict[str, Any]) -> None:
+        """What the `auto` fast-path options became on this worker's device (config.runtime)."""
+        self.store.record_runtime(self.job_id, runtime, fence=self.lease)
+
     def reset_progress(self, reason: str) -> None:
         """The job starts again at step 0 (it never recorded a checkpoint): its step says so."""
         self.store.reset_progress(self.lease, reason)

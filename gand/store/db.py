@@ -458,6 +458,17 @@ class Store:
             s.add(event)
         return event
 
+    @retry_locked
+    def record_runtime(self, job_id: str, runtime: dict[str, Any], *, fence: Lease) -> None:
+        """Stores in the job's config what its worker resolved the `auto` options to, so a
+        reader sees what ran; a later start (another device) replaces it."""
+        check_storable("config", runtime)
+        with self.session() as s:
+            _fence(s, fence, job_id)
+            job = _job(s, job_id)
+            # A new dict: the JSON column notices assignment, not mutation in place.
+            job.config = {**job.config, "runtime": dict(runtime)}
+
     # --- evaluations ------------------------------------------------------------------------
 
     @retry_locked

@@ -1,0 +1,191 @@
+"""How a job's step runs fast on the device it landed on: precision, memory layout, compilation
+and the optimizer's implementation.
+
+Each is an engine option (`--set precision=…`, `channels_last=…`, `compile=…`, `optim_impl=…`)
+whose default is `auto`. The worker resolves `auto` here, once it knows the device and has built
+the networks, and records what it chose and why in the job's config (`runtime`), so `gand show`
+tells what actually ran. A value given explicitly is never second-guessed.
+
+The automatic choices follow the measurements in the README's speed section (the benchmark is
+tests/benchmarks/bench.py); the rules are deliberately few:
+
+* On the CPU everything stays plain: fp32 (bf16 matrix work is emulated on most CPUs and slower),
+  the default layout, no compilation (its start-up costs minutes of a small job's life), and
+  torch's default optimizer loop.
+* On CUDA, convolutional models whose step is large (≥ BF16_FLOPS of forward work per step)
+  run under bf16 autocast with channels_last tensors, where the tensor cores pay; small steps
+  are bound by kernel launches, where bf16's extra casts only add kernels (DCGAN 64 px at batch
+  128). torch.compile is chosen only for large convolutional steps with no double backward
+  (gradient penalties), where fusing the normalisation and activation kernels pays back its
+  start-up. Optimizers use the fused CUDA kernels (one launch per step instead of one per tensor).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gand.api import Batch, DataSource, Models
+
+log = logging.getLogger("gand.engine")
+
+CHOICES = ("auto", "true", "false")
+# Forward FLOPs per step (all networks, one batch) above which bf16 + channels_last pay on a GPU.
+BF16_FLOPS = 3.0e11
+# ... and above which torch.compile's start-up (tens of seconds) is repaid within a job.
+COMPILE_FLOPS = 1.0e12
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What ran: the resolved value of each fast-path option, and why."""
+
+    device: str
+    precision: str        # fp32 | bf16
+    channels_last: bool
+    compile: bool
+    optim_impl: str       # default | foreach | fused
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _flag(value: Any) -> bool | None:
+    """`auto` → None; true/false (as given on the command line or stored) → bool."""
+    if isinstance(value, bool):
+        return value
+    return {"auto": None, "true": True, "false": False}[str(value)]
+
+
+def is_convolutional(models: Models) -> bool:
+    return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+               for net in models.nets.values() for m in net.modules())
+
+
+def step_flops(models: Models, data: list[DataSource], batch_size: int) -> float:
+    """A cheap estimate of one step's forward work: each network applied once to one example
+    (an image of the data's shape, or a latent for a generator), counted by torch's FLOP
+    counter, times the batch size. A step does several such passes; the thresholds above are
+    set in these units."""
+    if not data or data[0].info.kind != "image":
+        return 0.0
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = tuple(data[0].info.shape)
+    nz = models.extras.get("nz")
+    total = 0.0
+    for name, net in models.nets.items():
+        if name.endswith("_ema") or not any(True for _ in net.parameters()):
+            continue  # an EMA copy serves previews only
+        dev = next(net.parameters()).device
+        was_training = net.training
+        net.eval()  # BatchNorm refuses one example in training mode
+        inputs = [torch.zeros(1, *shape, device=dev)]
+        if nz:
+            inputs.append(torch.zeros(1, int(nz), device=dev))
+        for x in inputs:
+            counter = FlopCounterMode(display=False)
+            try:
+                with torch.no_grad(), counter:
+                    net(x)
+            except (RuntimeError, TypeError, ValueError):
+                continue  # not this network's input; try the next kind
+            total += counter.get_total_flops()
+            break
+        net.train(was_training)
+    return total * batch_size
+
+
+def needs_double_backward(loss: Any) -> bool:
+    """Gradient penalties differentiate through a gradient, which torch.compile cannot."""
+    names = {getattr(loss, "name", ""), getattr(getattr(loss, "base", None), "name", "")}
+    names |= {getattr(r, "name", "") for r in getattr(loss, "regularizers", ()) or ()}
+    text = " ".join(str(n) for n in names)
+    return "gp" in text or "r1" in text or "penalty" in text
+
+
+def choose(options: dict[str, Any], device: torch.device, models: Models, loss: Any,
+           data: list[DataSource]) -> Runtime:
+    """Resolves every `auto` fast-path option for this job on `device`."""
+    cuda = device.type == "cuda"
+    conv = is_convolutional(models)
+    flops = step_flops(models, data, int(options["batch_size"])) if cuda and conv else 0.0
+    why = []
+    big = flops >= BF16_FLOPS
+    if cuda and conv:
+        why.append(f"{'convolutional, large' if big else 'convolutional, small'} step "
+                   f"(~{flops / 1e9:.0f} GFLOP forward)")
+    elif cuda:
+        why.append("fully connected: launch-bound")
+    else:
+        why.append("CPU: plain fp32")
+
+    given = [f"{k} given" for k in ("precision", "channels_last", "compile", "optim_impl")
+             if str(options.get(k, "auto")) != "auto"]
+    why += given
+    precision = options.get("precision", "auto")
+    if precision == "auto":
+        precision = "bf16" if cuda and conv and big else "fp32"
+    channels_last = _flag(options.get("channels_last", "auto"))
+    if channels_last is None:
+        channels_last = bool(cuda and conv and big)
+    compile_ = _flag(options.get("compile", "auto"))
+    if compile_ is None:
+        compile_ = bool(cuda and conv and flops >= COMPILE_FLOPS and not needs_double_backward(loss))
+    impl = options.get("optim_impl", "auto")
+    if impl == "auto":
+        impl = "fused" if cuda else "default"
+    return Runtime(device=str(device), precision=precision, channels_last=channels_last,
+                   compile=compile_, optim_impl=impl, why="; ".join(why))
+
+
+def set_optimizer_impl(runtime: Runtime, models: Models) -> None:
+    """Puts the chosen kernels in every param group. Called again after a checkpoint is loaded,
+    since loading restores the param groups' flags of whoever wrote the checkpoint."""
+    if runtime.optim_impl not in ("fused", "foreach"):
+        return
+    for opt in models.optimizers.values():
+        for group in opt.param_groups:
+            # Adam and RMSprop read both flags per group at each step; at most one may be on.
+            if "fused" in group:
+                group["fused"] = runtime.optim_impl == "fused"
+            if "foreach" in group:
+                group["foreach"] = True if runtime.optim_impl == "foreach" else None
+
+
+class ChannelsLastSource(DataSource):
+    """A data source whose image batches come out channels_last, to match the networks."""
+
+    def __init__(self, inner: DataSource):
+        self.inner = inner
+        self.info = inner.info
+
+    def sample(self, n: int) -> Batch:
+        b = self.inner.sample(n)
+        if b.x.dim() == 4:
+            return Batch(b.x.contiguous(memory_format=torch.channels_last), b.y)
+        return b
+
+    def __getattr__(self, name: str) -> Any:  # anything else a variant reads (e.g. .x, .y)
+        return getattr(self.inner, name)
+
+
+def apply(runtime: Runtime, models: Models, data: list[DataSource]) -> list[DataSource]:
+    """Puts the chosen layout, compilation and optimizer implementation in place; returns the
+    data sources to train from. Parameters keep their identity (optimizers stay valid) and
+    state_dict keys stay unchanged (checkpoints are interchangeable between fast paths)."""
+    if runtime.channels_last:
+        for net in models.nets.values():
+            net.to(memory_format=torch.channels_last)
+        data = [ChannelsLastSource(d) for d in data]
+    set_optimizer_impl(runtime, models)
+    if runtime.compile:
+        for name, net in models.nets.items():
+            if name.endswith("_ema"):
+                continue  # used for previews only: not worth a compilation
+            net.compile()
+    return data
