@@ -26,13 +26,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT / "tests" / "data" / "mnist"
 DRY = "--dry" in sys.argv
-STEPS = 20 if DRY else 2000
+STEPS = int(os.environ.get("GAND_GPU_CHECK_STEPS", 20 if DRY else 2000))
 BATCH = 64
 
 
 def gand(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    t = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "gand", *args], env=env, capture_output=True,
                        text=True, timeout=900)
+    print(f"[{time.monotonic() - t:6.1f}s] gand {' '.join(args[:3])} rc={p.returncode}",
+          file=sys.stderr, flush=True)
     if check and p.returncode:
         raise SystemExit(f"gand {' '.join(args)} failed:\n{p.stderr[-2000:]}")
     return p
