@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gand.cli.context import jobs, print_json, registry, short
+from gand.cli.context import jobs, print_json, registry
 from gand.cli.paths import output_file, output_folder, writing
 from gand.errors import UsageError
 

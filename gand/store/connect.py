@@ -61,14 +61,21 @@ def redact(url: str | URL) -> str:
         return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
 
 
+IDLE_IN_TRANSACTION_MS = 60_000
+
+
 def make_engine(url: str) -> Engine:
     """An engine for a sqlite:// or postgresql:// URL (query options pass through to the driver)."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
         # Bounded waits: a server that never answers fails the connect, and TCP keepalives
         # find one that vanished mid-query within about a minute. The URL's own values win.
+        # A process frozen inside a transaction (SIGSTOP, a debugger) would hold its row locks
+        # forever and stall every worker; the server ends such a session after a minute (gand's
+        # own transactions last milliseconds).
         bounds = {"connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 30,
-                  "keepalives_interval": 10, "keepalives_count": 3}
+                  "keepalives_interval": 10, "keepalives_count": 3,
+                  "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"}
         connect_args = {k: v for k, v in bounds.items() if k not in parsed.query}
         return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     database = parsed.database

@@ -36,9 +36,10 @@
         el("td", {text: `${gand.duration(Math.max(0, seen))} ago`}));
     }));
     const hosts = new Set(workers.map(host));
+    const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
     const count = (s) => workers.filter((w) => w.state === s).length;
     document.getElementById("summary").textContent =
-      `${hosts.size} hosts · ${workers.length} workers · ${count("busy")} busy · ${count("idle")} idle · ${count("lost")} lost`;
+      `${plural(hosts.size, "host")} · ${plural(workers.length, "worker")} · ${count("busy")} busy · ${count("idle")} idle · ${count("lost")} lost`;
     document.getElementById("empty").hidden = workers.length > 0;
   }
 
