@@ -81,7 +81,7 @@ def to_host(state: Any) -> Any:
                 out.copy_(x, non_blocking=True)
                 devices.add(x.device)
                 return out
-            return x.clone()
+            return x.clone() if x.device.type == "cpu" else x.to("cpu")  # (mps, xpu...: a copy)
         if isinstance(x, dict):
             out = copy.copy(x)  # same class, same attributes
             for k, v in x.items():

@@ -9,6 +9,7 @@ so the job fails, or stops writing, exactly as it did when the write was synchro
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -17,40 +18,53 @@ log = logging.getLogger("gand.engine")
 
 
 class CheckpointWriter:
-    """Runs `write(step, host_state)` in a background thread, one call at a time."""
+    """Runs `write(step, host_state)` in a background thread, one call at a time.
+
+    The thread is started with the first checkpoint and kept until `close()`: handing it a
+    checkpoint is a queue put, so the loop never waits for a thread to be scheduled.
+    """
 
     def __init__(self, write: Callable[[int, dict[str, Any]], None]):
         self._write = write
         self._thread: Optional[threading.Thread] = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
         self._error: Optional[BaseException] = None
         self._rows: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._idle.is_set()
 
     def start(self, step: int, state: dict[str, Any]) -> None:
         """Writes `state` (a host copy nobody else changes) in the background."""
         self.wait()  # never two in flight (the caller waited already; this makes it a rule)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="gand-checkpoint-writer",
+                                            daemon=True)
+            self._thread.start()
+        self._idle.clear()
+        self._queue.put((step, state))
 
-        def work() -> None:
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            step, state = item
+            del item
             t0 = time.perf_counter()
             try:
                 self._write(step, state)
+                self.note(step, "ckpt_write_ms", (time.perf_counter() - t0) * 1000)
             except BaseException as e:  # handed to the training thread, which decides
                 self._error = e
-                return
-            self.note(step, "ckpt_write_ms", (time.perf_counter() - t0) * 1000)
-
-        self._thread = threading.Thread(target=work, name=f"gand-checkpoint-{step}", daemon=True)
-        self._thread.start()
+            finally:
+                del state  # the host copy is freed now, not when the next one arrives
+                self._idle.set()
 
     def wait(self) -> None:
         """Blocks until the write in flight is done; raises its error here, if it had one."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._idle.wait()
         self.check()
 
     def check(self) -> None:
@@ -68,6 +82,13 @@ class CheckpointWriter:
         except BaseException as e:
             log.warning("background checkpoint write failed as well: %s: %s",
                         type(e).__name__, e)
+
+    def close(self) -> None:
+        """Ends the thread once the write in flight is done (its error stays to be raised)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def note(self, step: int, key: str, value: float) -> None:
         """A timing row for the next metric flush (either thread may add one)."""

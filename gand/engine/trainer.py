@@ -157,6 +157,8 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
     except BaseException:
         writer.drain()  # no thread left writing for a job that ended; the first error wins
         raise
+    finally:
+        writer.close()
     if outcome.reason == "lease-lost":
         writer.drain()  # its fenced write is refused anyway: someone else owns the job
     return outcome
