@@ -69,26 +69,16 @@ def non_finite_weight(models: Models) -> str | None:
     return None
 
 
-def finite_flags(models: Models) -> tuple[list[str], torch.Tensor]:
-    """Each parameter's name and, in one tensor on its device, whether it is all finite.
-
-    Nothing is read back here: the flags travel to the host with the checkpoint's own copy, so
-    the check costs no synchronisation of its own (see `first_non_finite`).
-    """
-    names, flags = [], []
-    for net_name, net in models.nets.items():
-        for name, p in net.named_parameters():
-            names.append(f"weight {net_name}.{name}")
-            flags.append(torch.isfinite(p.detach()).all())  # a job's nets share one device
-    if not flags:
-        return names, torch.ones(0, dtype=torch.bool)
-    return names, torch.stack(flags)
-
-
-def first_non_finite(names: list[str], flags: torch.Tensor) -> str | None:
-    """The name of the first parameter `finite_flags` found non-finite, or None."""
-    bad = (~flags.cpu()).nonzero()
-    return names[int(bad[0])] if len(bad) else None
+def non_finite_in_state(state: dict, params: dict[str, list[str]]) -> str | None:
+    """As `non_finite_weight`, on a checkpoint's copy of the models (`Models.state_dict()`):
+    `params` names each net's parameters (its buffers are not checked, as above)."""
+    for net_name, names in params.items():
+        tensors = state["nets"][net_name]
+        for name in names:
+            t = tensors.get(name)
+            if t is not None and not torch.isfinite(t).all():
+                return f"weight {net_name}.{name}"
+    return None
 
 
 def torn_write_due(path: Path) -> bool:

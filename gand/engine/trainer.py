@@ -151,7 +151,18 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
     Checkpoints are written in the background (gand.engine.checkpoint_writer): when this
     returns, the last one is written and recorded, or its error has been raised.
     """
-    writer = CheckpointWriter(hooks.checkpoint)
+    params = {n: [k for k, _ in net.named_parameters()] for n, net in run.models.nets.items()}
+
+    def write(step: int, state: dict[str, Any]) -> None:
+        # Never save poisoned weights: a rollback or resume must find a healthy checkpoint.
+        # Checked here, on the host copy, so that the check adds nothing to the loop's pause;
+        # Diverged reaches the loop as any failed write does, naming the checkpoint's step.
+        bad = faults.non_finite_in_state(state["models"], params)
+        if bad:
+            raise Diverged(step, bad)
+        hooks.checkpoint(step, state)
+
+    writer = CheckpointWriter(write)
     try:
         outcome = _loop(run, run_dir, hooks, start_step, writer)
     except BaseException:
@@ -201,13 +212,7 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
         # memory; serialising, hashing, writing and recording happen in the background.
         t0 = time.perf_counter()
         writer.wait()  # never two in flight; a failed write is raised here
-        names, flags = faults.finite_flags(run.models)
-        host = ckpt.to_host({"state": run.state(step), "finite": flags})  # one synchronisation
-        # Never save poisoned weights: a rollback or resume must find a healthy checkpoint.
-        bad = faults.first_non_finite(names, host["finite"])
-        if bad:
-            raise Diverged(step, bad)
-        writer.start(step, host["state"])
+        writer.start(step, ckpt.to_host(run.state(step)))  # one synchronisation
         writer.note(step, "ckpt_pause_ms", (time.perf_counter() - t0) * 1000)
 
     def last_checkpoint() -> None:

@@ -15,11 +15,12 @@ For each config it reports, in milliseconds (medians):
   (non-finite weight check, torch.save, sha256, fsynced write);
 - write_ms: the background write's time (`ckpt_write_ms`), which training now overlaps;
 - step_ms and loop_step_ms: a step without checkpoints, and a step of the checkpointing run
-  with the pauses taken out (what a background write costs the steps it overlaps).
+  while a write runs beside it, its pause taken out (what a background write costs the steps
+  it overlaps: CPU cores or, on a GPU, the interpreter lock).
 
-Checkpoints are spaced so that each write can finish before the next checkpoint (at least 1.5
-times the synchronous save's time apart, in steps); closer ones would include the wait for
-the previous write, which is bounded to one in flight. CycleGAN 256 at batch 1 carries its
+Checkpoints are spaced so that each write can finish before the next checkpoint (1.5 times
+the synchronous save's time apart, in steps); closer ones would also wait for the previous
+write, which is bounded to one in flight. CycleGAN 256 at batch 1 carries its
 two 50-image pools in its checkpoint (about 80 MB of the whole). Not a test: timings are not
 assertions. `measure()` is importable without side effects and returns a flat dict.
 """
@@ -64,7 +65,12 @@ def _rgb_folder(tmp: Path, size: int, n: int, name: str) -> str:
 
 def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoints: int = 4,
             repeats: int = 3) -> dict:
-    """The pause per checkpoint for one config on one device; a flat dict (times in ms)."""
+    """The pause per checkpoint for one config on one device; a flat dict (times in ms).
+
+    `checkpoints` (at least 2) are taken in one run of the loop. On a CPU, CycleGAN 256 takes
+    tens of seconds a step: with checkpoints=2 it needs about 4 steps and one sample grid.
+    """
+    checkpoints = max(2, checkpoints)
     import torch
 
     from gand import plugins
@@ -108,17 +114,22 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
             assert faults.non_finite_weight(run.models) is None
             ckpt.save(folder / "sync.pt", run.state(step))
 
-        steps(2)  # warm-up: first-use costs of the step (and of a first host copy)
+        steps(1)  # warm-up: first-use costs, and the optimizers' state is allocated
         copy_ms = statistics.median(timed(lambda: ckpt.to_host(run.state(step)))
                                     for _ in range(repeats))
         sync_ms = statistics.median(timed(sync_save) for _ in range(repeats))
         nbytes = (folder / "sync.pt").stat().st_size
-        k = 2
-        while (t1 := steps(k)) < 0.5 and k < 4096:  # K steps take at least half a second
-            k *= 2
-        # A step: 2K steps less K steps, so the end of a run (its final host copy) cancels out.
-        step_ms = max(steps(2 * k) - t1, 1e-6) * 1000 / k
-        every = max(2, math.ceil(1.5 * sync_ms / step_ms))
+        one_ms = timed(lambda: run.variant.train_step(run.models, run.loss, run.context(step)))
+        if one_ms < 500:
+            # A step: 2K steps less K steps, so each run's end (its final host copy and sample
+            # grid) cancels out. A slow step (CycleGAN 256 on a CPU) is timed once instead.
+            k = 2
+            while (t1 := steps(k)) < 0.5 and k < 4096:
+                k *= 2
+            step_ms = max(steps(2 * k) - t1, 1e-6) * 1000 / k
+        else:
+            step_ms = one_ms
+        every = max(1, math.ceil(1.5 * sync_ms / step_ms))
 
         def write(s: int, state: dict) -> None:  # what the worker does, less the store row
             path = folder / ckpt.file_name(s)
@@ -128,19 +139,31 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
                     old.unlink()
 
         rows: list[tuple[int, str, float]] = []
-        n = every * checkpoints
-        loop_s = steps(n, every, Hooks(checkpoint=write, report=lambda r, s: rows.extend(r)))
-        pauses = [v for _, key, v in rows if key == "ckpt_pause_ms"]
+        flushed: dict[int, float] = {}  # a checkpoint's step → when the loop reached it
+
+        def report(batch: list, s: int) -> None:
+            if s % every == 0:
+                flushed.setdefault(s, time.perf_counter())
+            rows.extend(batch)
+
+        first = step
+        steps(every * checkpoints, every, Hooks(checkpoint=write, report=report))
+        pause_at = {s: v for s, key, v in rows if key == "ckpt_pause_ms"}
+        pauses = list(pause_at.values())
         writes = [v for _, key, v in rows if key == "ckpt_write_ms"]
-        final_write = writes[-1] if writes else 0.0  # the last write is waited for at the end
-        loop_step_ms = (loop_s * 1000 - sum(pauses) - final_write) / n
+        marks = [s for s in sorted(flushed) if s > first]
+        # Steps while a write runs beside them: from one checkpoint to the next, less its pause.
+        between = [((flushed[b] - flushed[a]) * 1000 - pause_at.get(a, 0.0)) / (b - a)
+                   for a, b in zip(marks, marks[1:])]
+        loop_step_ms = statistics.median(between) if between else None
     pause = statistics.median(pauses)
     return {"config": variant_config, "device": str(run.device), "batch_size": bs,
             "checkpoint_mb": round(nbytes / 2**20, 1), "checkpoints": len(pauses),
             "steps_between": every, "pause_ms": round(pause, 1),
             "pause_max_ms": round(max(pauses), 1), "copy_ms": round(copy_ms, 1),
             "sync_save_ms": round(sync_ms, 1), "write_ms": round(statistics.median(writes), 1),
-            "step_ms": round(step_ms, 2), "loop_step_ms": round(loop_step_ms, 2),
+            "step_ms": round(step_ms, 2),
+            "loop_step_ms": round(loop_step_ms, 2) if loop_step_ms is not None else None,
             "pause_vs_copy": round(pause / copy_ms, 2) if copy_ms else None,
             "pause_vs_sync_save": round(pause / sync_ms, 3),
             "load_1min": round(os.getloadavg()[0], 2)}

@@ -30,7 +30,6 @@ import os
 import platform
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,9 +66,9 @@ def measure(broker: str = "filesystem", jobs: int = 20, timeout: float = 600.0) 
                                   env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
-            client = subprocess.run([sys.executable, __file__, "--client", "--queue", queue,
-                                     "--jobs", str(jobs)], env=env, cwd=home, timeout=timeout,
-                                    capture_output=True, text=True)
+            client = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--client",
+                                     "--queue", queue, "--jobs", str(jobs)], env=env, cwd=home,
+                                    timeout=timeout, capture_output=True, text=True)
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             try:
