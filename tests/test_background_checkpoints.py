@@ -20,7 +20,8 @@ import torch
 from support import cli, wait_for
 
 from gand.engine import checkpoint as ckpt
-from gand.engine.trainer import Hooks, Run, train
+from gand.engine import faults
+from gand.engine.trainer import Diverged, Hooks, Run, train
 from gand.errors import CheckpointError
 from gand.jobspec import build_config
 
@@ -118,6 +119,18 @@ def test_a_failed_background_write_fails_the_training(registry, tmp_path):
 
     with pytest.raises(CheckpointError, match="No space left"):
         train(ring8(registry, 200, 10), tmp_path, Hooks(checkpoint=full_disk))
+
+
+def test_poisoned_weights_are_checked_on_the_copy_and_never_written(registry, tmp_path,
+                                                                     monkeypatch):
+    """The finite check runs in the background writer now: still no NaN checkpoint, and the
+    job still fails naming the checkpoint's step and the weight."""
+    monkeypatch.setenv("GAND_FAULT_NAN_WEIGHTS_AT_STEP", "20")  # right after step 20's losses
+    written: list[int] = []
+    with faults.for_job(f"nan-copy-{tmp_path.name}"), \
+            pytest.raises(Diverged, match=r"diverged at step 20 \(weight "):
+        train(ring8(registry, 100, 10), tmp_path, Hooks(checkpoint=lambda s, st: written.append(s)))
+    assert written == [10]
 
 
 # --- with real workers ---------------------------------------------------------------------------
