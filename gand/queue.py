@@ -30,6 +30,11 @@ SOCKET_TIMEOUT = 30   # seconds a reply from the broker may take (longer than ko
 # A check that the broker is there (submit, burst monitor) waits no longer for its reply than
 # for its connection: a server that accepts and never answers is down too.
 QUICK = {"socket_timeout": CONNECT_TIMEOUT}
+# How often an idle worker on the embedded (filesystem) broker looks for a message. kombu's
+# default is 1 s, which alone made submit → first step take 0.5 s on average and up to 1 s;
+# a look is one listing of a small folder per queue, so ten a second cost nothing measurable
+# (tests/benchmarks/latency.py). Redis needs no polling: its worker blocks on the server.
+FILESYSTEM_POLL_SECONDS = 0.1
 
 
 def transport_options(s: settings_mod.Settings) -> dict:
@@ -43,7 +48,8 @@ def transport_options(s: settings_mod.Settings) -> dict:
                                         f"{e.strerror or e}") from None
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "store_processed": False,
-                "control_folder": str(folder / "control")}
+                "control_folder": str(folder / "control"),
+                "polling_interval": FILESYSTEM_POLL_SECONDS}
     # Every wait on Redis has a bound: a server that stops answering fails a command (or makes
     # a worker reconnect) instead of hanging it.
     return {"visibility_timeout": VISIBILITY_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,

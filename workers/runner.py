@@ -27,6 +27,7 @@ from gand.jobs.service import JobService, JobWriter
 from gand.plugins import Registry
 from gand.store import JobStatus
 from gand.store.fence import LeaseLost
+from gand_workers.resources import JobPeaks
 
 log = logging.getLogger("gand.worker")
 
@@ -86,15 +87,24 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
     config = writer.config
     run_dir = ctx.settings.run_dir(writer.job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
+    peaks = JobPeaks()  # before anything of this job is loaded
     run = Run.build(config, ctx.registry)
     if run.runtime is not None:
         writer.record_runtime(run.runtime.to_dict())
+    peaks.watch(run.device)
     start = _restore_latest(writer, run, writer.job.step)
     if start >= config.steps:
         return Outcome("completed", start)
     epoch = writer.lease.epoch
+    if peaks.caveat:
+        writer.note(peaks.caveat)
+
+    def report(rows: list, step: int) -> None:
+        # Peak memory rides along with every batched flush: a job killed mid-run keeps its last.
+        writer.report(rows + peaks.rows(step), step)
 
     def save_checkpoint(step: int, state: dict) -> None:
+        # Called in the trainer's background writer thread with a host copy of the state.
         # The epoch in the name: a stale owner's file can never replace or be pruned as ours.
         path = run_dir / "checkpoints" / ckpt.file_name(step, epoch)
         writer.check()  # no file at all once the lease is lost
@@ -120,7 +130,7 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
             return reason
         return "shutdown" if ctx.stopping.is_set() else None
 
-    hooks = Hooks(tick=tick, report=writer.report, checkpoint=save_checkpoint,
+    hooks = Hooks(tick=tick, report=report, checkpoint=save_checkpoint,
                   artifact=writer.artifact, evaluate=evaluate, tag=f"e{epoch}")
     rollbacks = 0
     while True:

@@ -7,6 +7,7 @@ crafted file cannot run code.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -17,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from gand.engine import faults
 from gand.errors import CheckpointError
 from gand.jobs.checkpoints import sha256_of, verify  # noqa: F401  (sha256_of: re-exported)
 
@@ -36,12 +38,15 @@ def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:
     """
     buf = io.BytesIO()
     torch.save(state, buf)
-    data = buf.getvalue()
+    data = buf.getbuffer()  # a view: an 80 MB checkpoint is not copied once more
     digest = hashlib.sha256(data).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)
+    torn = faults.torn_write_due(path)  # tests only: die half-way through this file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
+            if torn:
+                faults.die_mid_write(f, data[: len(data) // 2])
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -55,6 +60,43 @@ def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from None
     return len(data), digest
+
+
+def to_host(state: Any) -> Any:
+    """A detached copy of `state` in host memory, safe to serialise while training goes on.
+
+    Containers are copied too (a variant's extras may be lists it changes in place), keeping
+    their type and attributes (a module's state_dict carries `_metadata`). CUDA tensors are
+    copied without blocking into pinned host buffers (torch's caching host allocator reuses
+    them from one checkpoint to the next), then each device is synchronised once; CPU tensors
+    are cloned. Either way the copy keeps the tensor's strides (channels_last stays so).
+    """
+    devices: set[torch.device] = set()
+
+    def copy_of(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            x = x.detach()
+            if x.device.type == "cuda":
+                out = torch.empty_like(x, device="cpu", pin_memory=True)
+                out.copy_(x, non_blocking=True)
+                devices.add(x.device)
+                return out
+            return x.clone() if x.device.type == "cpu" else x.to("cpu")  # (mps, xpu...: a copy)
+        if isinstance(x, dict):
+            out = copy.copy(x)  # same class, same attributes
+            for k, v in x.items():
+                out[k] = copy_of(v)
+            return out
+        if isinstance(x, list):
+            return [copy_of(v) for v in x]
+        if isinstance(x, tuple):
+            return tuple(copy_of(v) for v in x)
+        return x  # numbers, strings, None: immutable
+
+    host = copy_of(state)
+    for dev in devices:
+        torch.cuda.current_stream(dev).synchronize()
+    return host
 
 
 def load(path: Path, sha256: Optional[str] = None, map_location: Any = "cpu") -> dict[str, Any]:

@@ -1,19 +1,26 @@
 """Fault injection for tests and drills, and the non-finite weight check.
 
-Not a user-facing option: two environment variables, read by the worker's training loop, make a
-job diverge on purpose so that the divergence handling can be proven (docs/reliability.md).
+Not a user-facing option: environment variables, read by the worker's training loop, make a job
+diverge or its worker die on purpose so that the handling can be proven (docs/reliability.md).
 
 - GAND_FAULT_NAN_AT_STEP=N          the losses of step N are reported as NaN
 - GAND_FAULT_NAN_WEIGHTS_AT_STEP=N  G's first weight becomes NaN after step N
+- GAND_FAULT_KILL_IN_CHECKPOINT_AT_STEP=N  the process SIGKILLs itself half-way through writing
+                                    the checkpoint file of step N (in the background writer)
 
-Each fires at most once per job in a worker process, so a rollback that passes step N again
-trains on, and one worker serves any number of fault tests in any order.
+The NaN faults fire at most once per job in a worker process, so a rollback that passes step N
+again trains on, and one worker serves any number of fault tests in any order. The kill fires
+once per run folder: the torn temp file it leaves behind is its mark, so the worker that
+recovers the job writes step N whole.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -60,3 +67,32 @@ def non_finite_weight(models: Models) -> str | None:
             if not torch.isfinite(p).all():
                 return f"weight {net_name}.{name}"
     return None
+
+
+def non_finite_in_state(state: dict, params: dict[str, list[str]]) -> str | None:
+    """As `non_finite_weight`, on a checkpoint's copy of the models (`Models.state_dict()`):
+    `params` names each net's parameters (its buffers are not checked, as above)."""
+    for net_name, names in params.items():
+        tensors = state["nets"][net_name]
+        for name in names:
+            t = tensors.get(name)
+            if t is not None and not torch.isfinite(t).all():
+                return f"weight {net_name}.{name}"
+    return None
+
+
+def torn_write_due(path: Path) -> bool:
+    """Whether the checkpoint written to `path` is to be torn by a SIGKILL (see the module)."""
+    value = os.environ.get("GAND_FAULT_KILL_IN_CHECKPOINT_AT_STEP")
+    if not value or not value.isdigit():
+        return False
+    prefix = f"step_{int(value):08d}"
+    return path.name.startswith(prefix) and not any(path.parent.glob(f".{prefix}*.tmp"))
+
+
+def die_mid_write(f: BinaryIO, part: memoryview) -> None:
+    """Writes the first part of a checkpoint for real, then dies as a power cut would."""
+    f.write(part)
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -20,6 +20,7 @@ from gand import __version__
 from gand.api import DataSource, Loss, Models, StepContext, Variant
 from gand.engine import checkpoint as ckpt
 from gand.engine import fastpath
+from gand.engine.checkpoint_writer import CheckpointWriter
 from gand.engine import faults
 from gand.engine import samples
 from gand.errors import UsageError
@@ -153,7 +154,37 @@ class Run:
 
 
 def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome:
-    """Trains from `start_step` to the configured total, checkpointing and reporting as it goes."""
+    """Trains from `start_step` to the configured total, checkpointing and reporting as it goes.
+
+    Checkpoints are written in the background (gand.engine.checkpoint_writer): when this
+    returns, the last one is written and recorded, or its error has been raised.
+    """
+    params = {n: [k for k, _ in net.named_parameters()] for n, net in run.models.nets.items()}
+
+    def write(step: int, state: dict[str, Any]) -> None:
+        # Never save poisoned weights: a rollback or resume must find a healthy checkpoint.
+        # Checked here, on the host copy, so that the check adds nothing to the loop's pause;
+        # Diverged reaches the loop as any failed write does, naming the checkpoint's step.
+        bad = faults.non_finite_in_state(state["models"], params)
+        if bad:
+            raise Diverged(step, bad)
+        hooks.checkpoint(step, state)
+
+    writer = CheckpointWriter(write)
+    try:
+        outcome = _loop(run, run_dir, hooks, start_step, writer)
+    except BaseException:
+        writer.drain()  # no thread left writing for a job that ended; the first error wins
+        raise
+    finally:
+        writer.close()
+    if outcome.reason == "lease-lost":
+        writer.drain()  # its fenced write is refused anyway: someone else owns the job
+    return outcome
+
+
+def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
+          writer: CheckpointWriter) -> Outcome:
     cfg = run.config
     total, bs = cfg.steps, cfg.batch_size
     ckpt_every, sample_every = cfg.checkpoint_every, cfg.sample_every
@@ -176,17 +207,29 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
                 if not np.isfinite(v):
                     raise Diverged(s, k)
                 rows.append((s, k, v))
-            rows.append((step, "img_per_s", (step - flushed_step) * bs / max(now - last_flush, 1e-9)))
+            if flushed_step > start_step:  # the first step's flush would time start-up, not pace
+                rows.append((step, "img_per_s",
+                             (step - flushed_step) * bs / max(now - last_flush, 1e-9)))
+        rows.extend(writer.take_rows())
         pending.clear()
         last_flush, flushed_step = now, step
         hooks.report(rows, step)
 
     def save_checkpoint() -> None:
-        # Never save poisoned weights: a rollback or resume must find a healthy checkpoint.
-        bad = faults.non_finite_weight(run.models)
-        if bad:
-            raise Diverged(step, bad)
-        hooks.checkpoint(step, run.state(step))
+        # The loop pauses only for the previous write (if still running) and the copy to host
+        # memory; serialising, hashing, writing and recording happen in the background.
+        t0 = time.perf_counter()
+        writer.wait()  # never two in flight; a failed write is raised here
+        writer.start(step, ckpt.to_host(run.state(step)))  # one synchronisation
+        writer.note(step, "ckpt_pause_ms", (time.perf_counter() - t0) * 1000)
+
+    def last_checkpoint() -> None:
+        # The job's final status is written only once its last checkpoint is on disk and in
+        # the store, and with the timings of that checkpoint.
+        flush()
+        save_checkpoint()
+        writer.wait()
+        flush()
 
     def save_samples() -> None:
         path = run_dir / "samples" / f"step_{step:08d}{'-' + hooks.tag if hooks.tag else ''}.png"
@@ -203,25 +246,31 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
         losses = run.variant.train_step(run.models, run.loss, run.context(step))
         pending.append((step, faults.inject(run.models, step, losses)))
         now = time.monotonic()
-        # 2. Report metrics in batches; a non-finite loss surfaces here as Diverged.
-        if now - last_flush >= FLUSH_SECONDS or step == total:
+        # 2. Report metrics in batches; a non-finite loss surfaces here as Diverged. The first
+        #    step is reported at once: the store then says when training really began.
+        #    (The last step is reported with the last checkpoint, below.)
+        if now - last_flush >= FLUSH_SECONDS or step == start_step + 1:
             flush()
         # 3. Checkpoint and sample grid on their schedules, and always at the end. An evaluated
         #    step is checkpointed too, so that --best-by can point `generate` at it.
         eval_now = bool(eval_every) and (step == total or step % eval_every == 0)
-        if step == total or (ckpt_every and step % ckpt_every == 0) or eval_now:
+        if step == total:
+            last_checkpoint()
+        elif (ckpt_every and step % ckpt_every == 0) or eval_now:
             flush()
             save_checkpoint()
         if eval_now:
+            writer.wait()  # the evaluation marks the best checkpoint: its row must exist
             hooks.evaluate(step)
         if step == total or (sample_every and step % sample_every == 0):
             save_samples()
-        # 4. Stop requests (cancel, shutdown) and a lost lease, read from a flag each step.
+        # 4. Stop requests (cancel, shutdown) and a lost lease, read from a flag each step; a
+        #    background write that failed (full disk, lost lease) stops the loop here too.
+        writer.check()
         reason = hooks.tick(step) if step < total else None
         if reason == "lease-lost":
             return Outcome(reason, step)  # someone else owns the job now: write nothing more
         if reason:
-            flush()
-            save_checkpoint()
+            last_checkpoint()
             return Outcome(reason, step)
     return Outcome("completed", step)

@@ -6,6 +6,9 @@
   const {el} = gand;
   const jobId = document.body.dataset.job;
   const RATE = "img_per_s";
+  // What a job records about its machinery (checkpoint pauses, peak memory): not losses, and
+  // hundreds of ms or MB would flatten the loss chart; the header shows the memory peaks.
+  const SYSTEM = new Set([RATE, "ckpt_pause_ms", "ckpt_write_ms", "peak_rss_mb", "peak_gpu_mb"]);
   const CANCELLABLE = new Set(["queued", "running"]);
   const RESUMABLE = new Set(["succeeded", "failed", "cancelled"]);
 
@@ -38,6 +41,8 @@
     const parts = [`step ${state.step}/${state.total_steps}`];
     if (status === "running") parts.push(`ETA ${gand.duration(state.eta_s)}`);
     if (m[RATE] !== undefined) parts.push(`${gand.num(m[RATE], 3)} img/s`);
+    if (m.peak_rss_mb !== undefined) parts.push(`peak RAM ${Math.round(m.peak_rss_mb)} MB`);
+    if (m.peak_gpu_mb !== undefined) parts.push(`peak GPU ${Math.round(m.peak_gpu_mb)} MB`);
     for (const k of ["d_loss", "g_loss"]) if (m[k] !== undefined) parts.push(`${k} ${gand.num(m[k])}`);
     document.getElementById("stepinfo").textContent = parts.join(" · ");
     document.getElementById("cancel").disabled = gand.readOnly || !CANCELLABLE.has(status);
@@ -116,7 +121,7 @@
 
   // D's accuracies live in [0, 1] and would flatten the losses: they get a chart of their own.
   const isAccuracy = (k) => /(^|_)acc$/.test(k);
-  const lossKeys = () => [...series.keys()].filter((k) => k !== RATE && !isAccuracy(k)).sort();
+  const lossKeys = () => [...series.keys()].filter((k) => !SYSTEM.has(k) && !isAccuracy(k)).sort();
   const accKeys = () => [...series.keys()].filter(isAccuracy).sort();
 
   function chartOf(chart, holderId, keys, opts) {

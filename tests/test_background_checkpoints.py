@@ -1,0 +1,200 @@
+"""Checkpoints written off the step (gand/engine/checkpoint_writer.py), and the figures a job
+records about itself: checkpoint pauses and write times, peak memory, its first step.
+
+The loop copies its state to host memory and trains on while a background thread writes; these
+tests prove the copy is the state of its step, that a write is never doubled nor lost, that its
+errors reach the job, and — with real workers — that a SIGKILL in the middle of a background
+write leaves the previous checkpoint verified, and the job resumes from it and completes.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from support import cli, wait_for
+
+from gand.engine import checkpoint as ckpt
+from gand.engine import faults
+from gand.engine.trainer import Diverged, Hooks, Run, train
+from gand.errors import CheckpointError
+from gand.jobspec import build_config
+
+
+def ring8(registry, steps: int, every: int):
+    cfg = build_config(registry, variant="gan", data="ring8", steps=steps, seed=3, device="cpu",
+                       checkpoint_every=every, sample_every=0)
+    return Run.build(cfg, registry)
+
+
+def flat(state) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's models (nets, optimizers, extras) by its path."""
+    out = {}
+
+    def walk(x, path):
+        if isinstance(x, torch.Tensor):
+            out[path] = x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{path}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{path}/{i}")
+    walk(state, "")
+    return out
+
+
+def test_to_host_is_a_detached_copy_keeping_types():
+    net = torch.nn.BatchNorm1d(3)
+    sd = net.state_dict()
+    state = {"sd": sd, "pool": [torch.ones(2)], "n": 3, "t": (torch.zeros(1), "x")}
+    host = ckpt.to_host(state)
+    with torch.no_grad():
+        net.weight.add_(1)
+    state["pool"][0].add_(1)
+    state["pool"].append(torch.ones(1))
+    assert torch.equal(host["sd"]["weight"], torch.ones(3))  # not the live parameter
+    assert torch.equal(host["pool"][0], torch.ones(2)) and len(host["pool"]) == 1
+    assert host["n"] == 3 and host["t"][1] == "x"
+    # A module's state_dict keeps its class and _metadata, which load_state_dict reads.
+    assert type(host["sd"]) is OrderedDict and host["sd"]._metadata == sd._metadata
+    assert not host["sd"]["weight"].requires_grad
+    cl = torch.zeros(1, 3, 4, 4).to(memory_format=torch.channels_last)
+    assert ckpt.to_host(cl).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_background_checkpoints_hold_the_state_of_their_step_one_at_a_time(registry, tmp_path):
+    """Each write is slower than the steps between checkpoints: the loop trains on meanwhile,
+    yet every checkpoint is exactly the state of its step, written one at a time and in order,
+    and the last one is written before train() returns."""
+    seen: list[tuple[int, dict, str]] = []
+    flying, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_write(step: int, state: dict) -> None:
+        with lock:
+            flying[0] += 1
+            most[0] = max(most[0], flying[0])
+        time.sleep(0.3)
+        seen.append((step, state, threading.current_thread().name))
+        with lock:
+            flying[0] -= 1
+
+    rows: list[tuple[int, str, float]] = []
+    batches: list[set[int]] = []
+
+    def report(batch, step):
+        rows.extend(batch)
+        batches.append({s for s, _, _ in batch})
+    run = ring8(registry, 30, 10)
+    out = train(run, tmp_path, Hooks(checkpoint=slow_write, report=report))
+    assert out.reason == "completed" and [s for s, _, _ in seen] == [10, 20, 30]
+    assert most[0] == 1  # never two in flight
+    assert all(name != threading.current_thread().name for _, _, name in seen)
+    # A run that ends at step 10 checkpoints exactly what the background copy of step 10 holds
+    # (its final checkpoint is taken before anything else happens at its last step).
+    alone = []
+    train(ring8(registry, 10, 10), tmp_path / "alone",
+          Hooks(checkpoint=lambda step, state: alone.append(state)))
+    want, got = flat(alone[0]), flat(seen[0][1])
+    assert want.keys() == got.keys() and any("/models/nets/" in k for k in want)
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
+    assert seen[0][1]["step"] == 10
+    # Each checkpoint's pause and write time are reported with the metrics.
+    for key in ("ckpt_pause_ms", "ckpt_write_ms"):
+        assert sorted(s for s, k, _ in rows if k == key) == [10, 20, 30], key
+    assert all(v >= 250 for s, k, v in rows if k == "ckpt_write_ms")  # the write's own time
+    assert batches[0] == {1}  # the first step is reported at once, alone
+
+
+def test_a_failed_background_write_fails_the_training(registry, tmp_path):
+    def full_disk(step: int, state: dict) -> None:
+        raise CheckpointError(f"could not write checkpoint step {step}: No space left on device")
+
+    with pytest.raises(CheckpointError, match="No space left"):
+        train(ring8(registry, 200, 10), tmp_path, Hooks(checkpoint=full_disk))
+
+
+def test_poisoned_weights_are_checked_on_the_copy_and_never_written(registry, tmp_path,
+                                                                     monkeypatch):
+    """The finite check runs in the background writer now: still no NaN checkpoint, and the
+    job still fails naming the checkpoint's step and the weight."""
+    monkeypatch.setenv("GAND_FAULT_NAN_WEIGHTS_AT_STEP", "20")  # right after step 20's losses
+    written: list[int] = []
+    with faults.for_job(f"nan-copy-{tmp_path.name}"), \
+            pytest.raises(Diverged, match=r"diverged at step 20 \(weight "):
+        train(ring8(registry, 100, 10), tmp_path, Hooks(checkpoint=lambda s, st: written.append(s)))
+    assert written == [10]
+
+
+# --- with real workers ---------------------------------------------------------------------------
+
+def submit(g, *args: str) -> str:
+    code, out, err = cli(g, "submit", *args, "--json")
+    assert code == 0, err
+    return json.loads(out)["id"]
+
+
+def test_a_jobs_checkpoints_verify_and_its_figures_are_recorded(gand):
+    job_id = submit(gand, "gan", "--data", "ring8", "--steps", "300", "--checkpoint-every", "50",
+                    "--sample-every", "0", "--keep-checkpoints", "0")
+    assert gand.worker().wait(timeout=180) == 0, gand.worker_log()
+    s = gand.store()
+    job = s.get_job(job_id)
+    assert job.status.value == "succeeded", gand.worker_log()
+    cps = s.checkpoints(job_id)
+    assert [c.step for c in cps] == [50, 100, 150, 200, 250, 300]
+    for c in cps:  # each written in the background, each verifies as resume checks it
+        assert ckpt.load(gand.home / c.path, c.sha256)["step"] == c.step
+    rows = s.metrics(job_id)
+    for key in ("ckpt_pause_ms", "ckpt_write_ms"):
+        assert sorted(m.step for m in rows if m.key == key) == [50, 100, 150, 200, 250, 300]
+    rss = [m.value for m in rows if m.key == "peak_rss_mb"]
+    assert rss and all(50 < v < 24 * 1024 for v in rss), rss
+    # The first step is in the store at once, so "started training" has a time.
+    assert min(m.step for m in rows if m.key == "g_loss") == 1
+    code, out, _ = cli(gand, "show", job_id, "--json")
+    assert code == 0 and {"peak_rss_mb", "ckpt_pause_ms"} <= set(json.loads(out)["metrics"])
+
+
+def test_sigkill_in_the_middle_of_a_background_write_resumes_from_the_previous(gand):
+    """The worker dies half-way through writing step 200's file (in the background writer):
+    step 100's checkpoint still verifies, and the job is recovered from it and completes."""
+    job_id = submit(gand, "gan", "--data", "ring8", "--steps", "400", "--checkpoint-every", "100",
+                    "--sample-every", "0")
+    fault = {"GAND_FAULT_KILL_IN_CHECKPOINT_AT_STEP": "200"}
+    workers = [gand.worker(burst=False, env=fault), gand.worker(burst=False, env=fault)]
+    dead = wait_for(lambda: next((w for w in workers if w.poll() is not None), None), 150,
+                    "a worker killed by its checkpoint write")
+    assert dead.returncode == -signal.SIGKILL, gand.all_worker_logs()
+    s = gand.store()
+    folder = gand.home / "runs" / job_id / "checkpoints"
+    torn = list(folder.glob(".step_00000200-*.tmp"))
+    assert len(torn) == 1, list(folder.iterdir())
+    rows = s.checkpoints(job_id)
+    assert [c.step for c in rows] == [100]  # the torn write was never recorded
+    whole = (folder / Path(rows[0].path).name).stat().st_size
+    assert 0 < torn[0].stat().st_size < whole  # half a checkpoint, never renamed into place
+    assert ckpt.load(gand.home / rows[0].path, rows[0].sha256)["step"] == 100
+
+    def finished():
+        j = s.get_job(job_id)
+        return j if j.status.value in ("succeeded", "failed") else None
+    job = wait_for(finished, 150, "the recovered job to finish")
+    assert job.status.value == "succeeded" and job.step == 400, gand.all_worker_logs()
+    assert job.recoveries == 1
+    # The second attempt began at step 101: it resumed from the checkpoint of step 100.
+    second = [m.step for m in s.metrics(job_id, "g_loss", superseded=True) if m.epoch == job.epoch]
+    assert min(second) == 101 and max(second) == 400
+    assert [c.step for c in s.checkpoints(job_id)] == [100, 200, 300, 400]
+    for c in s.checkpoints(job_id):
+        assert ckpt.load(gand.home / c.path, c.sha256)["step"] == c.step
+    survivor = next(w for w in workers if w is not dead)
+    survivor.send_signal(signal.SIGTERM)
+    assert survivor.wait(timeout=60) == 0
