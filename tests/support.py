@@ -374,7 +374,8 @@ def trained_classifier(base: Path) -> str:
     path = base / CLASSIFIER_FILE
     if not path.exists():
         x, y = mnist_tensors()
-        # One epoch over 9000 images (1000 held out): about 95% held-out accuracy.
+        # One epoch over 8000 images (2000 held out) is enough for these tests; the default
+        # 8 epochs (98% or better) are checked in test_stacked_mnist.py.
         model, meta = clf.train(x, y, epochs=1, seed=0)
         assert meta["holdout_accuracy"] > 0.9, meta
         clf.save(model, meta, path)

@@ -254,6 +254,11 @@ def test_classifier_file_is_weights_only_and_checked(tmp_path, mnist_classifier)
     torch.save({"format": "something"}, other)
     with pytest.raises(UsageError, match="is not a gand MNIST classifier"):
         clf.load(other)
+    old = tmp_path / "old.pt"  # an earlier gand's classifier (no batch norm): retrain, not crash
+    torch.save({"format": "gand-mnist-classifier/1", "meta": {}, "state_dict": {}}, old)
+    with pytest.raises(UsageError, match=r"written by another gand version "
+                                         r"\(gand-mnist-classifier/1, this one reads "):
+        clf.load(old)
 
 
 # --- plots and interpolation ---------------------------------------------------------------
