@@ -20,7 +20,7 @@ from gand.errors import UsageError
 FORMAT = "gand-mnist-classifier/2"
 SIZE = 28        # the classifier sees 28×28 grey images in [-1, 1]
 FEATURES = 64    # width of the penultimate layer (the FID feature space)
-EPOCHS = 8       # with the one-cycle schedule: about 99% held-out on the 10k split's 2,000
+EPOCHS = 8       # measured 98.65% and 98.75% held out (seeds 0 and 1) on the split below
 HOLDOUT = 0.2    # 8,000 of the 10,000 shipped test digits train it, 2,000 judge it
 SPLIT_SEED = 0   # the held-out images do not move with --seed: accuracies stay comparable
 
@@ -28,9 +28,9 @@ SPLIT_SEED = 0   # the held-out images do not move with --seed: accuracies stay 
 class MnistCNN(nn.Module):
     """Two conv blocks and two linear layers; `features` is the penultimate activation.
 
-    Batch norm in the conv blocks is what takes it from about 98% to about 99% held-out with
-    the same width and epochs (8,000 training digits), so it stays small enough to train in
-    tests.
+    Batch norm in the conv blocks, with shifted training digits, took held-out accuracy from
+    98.15% (the same network without them, 12 epochs) to 98.65% in 8 epochs, at the same
+    width: it stays small enough to train in tests.
     """
 
     def __init__(self, num_classes: int = 10):
