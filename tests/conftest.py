@@ -78,7 +78,7 @@ def registry():
 
 @pytest.fixture(scope="session")
 def mnist_classifier(tmp_path_factory) -> str:
-    """gand's MNIST classifier, trained once per session (one epoch, in this process)."""
+    """gand's MNIST classifier, trained once per session (two epochs, in this process)."""
     return trained_classifier(tmp_path_factory.getbasetemp())
 
 

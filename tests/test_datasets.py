@@ -45,17 +45,17 @@ def open_data(types, name, arg=None, shape=None):
     return info, ds.load(arg, info, shape or info.shape, CPU)
 
 
-def test_registers_the_five_builtin_types(types):
-    assert set(types) == {"gauss1d", "ring8", "grid25", "mnist", "folder"}
+def test_registers_the_six_builtin_types(types):
+    assert set(types) == {"gauss1d", "ring8", "grid25", "mnist", "stacked-mnist", "folder"}
     for name, cls in types.items():
         assert issubclass(cls, DatasetType)
         assert cls.help
-        assert cls.needs_arg == (name in ("mnist", "folder"))
+        assert cls.needs_arg == (name in ("mnist", "stacked-mnist", "folder"))
 
 
 def test_entry_point_registers_them_too():
     reg = plugins.load(allow=("builtin-datasets",))
-    assert {"gauss1d", "ring8", "grid25", "mnist", "folder"} <= set(reg.datasets)
+    assert {"gauss1d", "ring8", "grid25", "mnist", "stacked-mnist", "folder"} <= set(reg.datasets)
     assert isinstance(reg.dataset_type("ring8"), DatasetType)
 
 

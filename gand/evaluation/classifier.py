@@ -16,19 +16,28 @@ from torch import nn
 
 from gand.errors import UsageError
 
-FORMAT = "gand-mnist-classifier/1"
+# /2: batch norm in the conv blocks, trained with shifted digits (/1 files must be retrained).
+FORMAT = "gand-mnist-classifier/2"
 SIZE = 28        # the classifier sees 28×28 grey images in [-1, 1]
 FEATURES = 64    # width of the penultimate layer (the FID feature space)
+EPOCHS = 8       # measured 98.65% and 98.75% held out (seeds 0 and 1) on the split below
+HOLDOUT = 0.2    # 8,000 of the 10,000 shipped test digits train it, 2,000 judge it
+SPLIT_SEED = 0   # the held-out images do not move with --seed: accuracies stay comparable
 
 
 class MnistCNN(nn.Module):
-    """Two conv blocks and two linear layers; `features` is the penultimate activation."""
+    """Two conv blocks and two linear layers; `features` is the penultimate activation.
+
+    Batch norm in the conv blocks, with shifted training digits, took held-out accuracy from
+    98.15% (the same network without them, 12 epochs) to 98.65% in 8 epochs, at the same
+    width: it stays small enough to train in tests.
+    """
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # 14×14
-            nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # 7×7
+            nn.Conv2d(1, 8, 5, padding=2), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),    # 14×14
+            nn.Conv2d(8, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),  # 7×7
         )
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(16 * 7 * 7, FEATURES), nn.ReLU())
         self.head = nn.Linear(FEATURES, num_classes)
@@ -54,30 +63,49 @@ def to_classifier_input(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def train(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, batch_size: int = 64,
-          lr: float = 2e-3, seed: int = 0, holdout: float = 0.1,
+SHIFT = 2  # training digits move by up to this many pixels each way (light augmentation)
+
+
+def shifted(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image translated by a random whole number of pixels in [-SHIFT, SHIFT], filled
+    with the background (-1): digits are not always centred, generated ones even less."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (SHIFT,) * 4, value=-1.0)
+    dy, dx = torch.randint(0, 2 * SHIFT + 1, (2, n, 1, 1), generator=generator)
+    rows = dy + torch.arange(h).view(1, h, 1)
+    cols = dx + torch.arange(w).view(1, 1, w)
+    return padded[torch.arange(n).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
+
+
+def train(x: torch.Tensor, y: torch.Tensor, *, epochs: int = EPOCHS, batch_size: int = 64,
+          lr: float = 2e-3, seed: int = 0, holdout: float = HOLDOUT,
           progress: Optional[Callable[[int, float], None]] = None) -> tuple[MnistCNN, dict[str, Any]]:
     """Trains the CNN on images `x` in [-1, 1] with labels `y`; returns it and its metadata.
 
-    A held-out fraction measures accuracy on images it never saw, recorded in the metadata.
+    A held-out fraction, the same images for every seed, measures accuracy on images it never
+    saw, recorded in the metadata. Training digits are shifted by up to two pixels, and the
+    learning rate follows one cycle (warm-up, then annealing to near zero).
     """
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    perm = torch.randperm(x.shape[0], generator=g)
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))
     n_val = int(round(x.shape[0] * holdout))
     val, tr = perm[:n_val], perm[n_val:]
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     model = MnistCNN(int(y.max()) + 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    per_epoch = -(-tr.numel() // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * per_epoch)
     t0 = time.monotonic()
     model.train()
     for epoch in range(epochs):
         order = tr[torch.randperm(tr.numel(), generator=g)]
         for i in range(0, order.numel(), batch_size):
             idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = F.cross_entropy(model(shifted(x[idx], g)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
         if progress:
             progress(epoch + 1, float(loss))
     model.eval()
@@ -112,6 +140,11 @@ def load(path: Path, device: Any = "cpu") -> tuple[MnistCNN, dict[str, Any]]:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # a damaged or foreign file: torch raises many types
         raise UsageError(f"classifier file '{path}' cannot be read: {type(e).__name__}") from None
+    if isinstance(state, dict) and str(state.get("format", "")).startswith("gand-mnist-classifier/") \
+            and state.get("format") != FORMAT:
+        raise UsageError(f"classifier file '{path}' was written by another gand version "
+                         f"({state['format']}, this one reads {FORMAT}); retrain it with "
+                         f"`gand eval train-classifier --data mnist:DIR --out {path}`")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UsageError(f"'{path}' is not a gand MNIST classifier (expected format {FORMAT}); "
                          f"train one with `gand eval train-classifier`")
