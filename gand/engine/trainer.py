@@ -183,8 +183,10 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
     def save_samples() -> None:
         path = run_dir / "samples" / f"step_{step:08d}{'-' + hooks.tag if hooks.tag else ''}.png"
         if run.data and run.data[0].info.kind == "vector":
+            extra = run.data[0].info.extra
             samples.save_vector_plot(run.fixed_samples(1000), run.data[0].sample(1000).x, path,
-                                     f"step {step}")
+                                     f"step {step}", modes=extra.get("modes"),
+                                     std=extra.get("std"))
         else:
             samples.save_grid(run.fixed_samples(), path)
         hooks.artifact("samples", path, step)

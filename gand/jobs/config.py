@@ -82,6 +82,7 @@ class JobConfig:
     priority: int = PRIORITY
     gpus: Optional[int] = None            # --gpus: 0 a CPU job, 1 a GPU job, None either
     min_gpu_mem_gb: Optional[float] = None  # --min-gpu-mem: a GPU (slot) with this much memory
+    preset: Optional[str] = None          # --preset: the recipe its options started from
     version: int = VERSION
 
     @property
@@ -131,6 +132,7 @@ class JobConfig:
                 priority=int(raw.get("priority", PRIORITY)),
                 gpus=raw.get("gpus"),
                 min_gpu_mem_gb=raw.get("min_gpu_mem_gb"),
+                preset=raw.get("preset"),
                 version=VERSION,
             )
         except (KeyError, TypeError, ValueError) as e:
