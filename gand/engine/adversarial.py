@@ -130,7 +130,7 @@ class AdversarialVariant(LatentSpace, Variant):
 
         # 3. EMA of G's weights, when asked for.
         if "G_ema" in models.nets:
-            ema_update(models.nets["G_ema"], G, opts["ema"])
+            ema_update(models.nets["G_ema"], G, ema_decay(opts["ema"], ctx.step))
         return report
 
     # -- generation -------------------------------------------------------------------------
@@ -150,6 +150,14 @@ class AdversarialVariant(LatentSpace, Variant):
         out = self.generate_from(G, z, y).float()
         G.train(was_training)
         return out
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA decay at generator step `step`: `decay`, ramped up as (1 + step) / (10 + step)
+    early on (TensorFlow's ExponentialMovingAverage with num_updates), so the average spans
+    at most about a tenth of the steps so far and never drags the initial weights along: a
+    decay of 0.999 then helps a run of 500 steps as well as one of 20,000."""
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 @torch.no_grad()
