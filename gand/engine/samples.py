@@ -60,12 +60,15 @@ def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: 
             d = np.linalg.norm(f[:, None, :2] - m[None], axis=2).min(1)
             inside = 100.0 * float((d <= HQ_STDS * std).mean())
             for i, (cx, cy) in enumerate(m):
+                # Drawn over the dots (zorder), so a crowded mode still shows its circle.
                 ax.add_patch(plt.Circle((cx, cy), HQ_STDS * std, fill=False, color="black",
-                                        linewidth=0.8,
+                                        linewidth=1.0, zorder=3,
                                         label=(f"{HQ_STDS:g} std: {inside:.1f}% of generated "
                                                f"inside" if i == 0 else None)))
         ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
+    # Below the axes: inside, it would hide a mode of ring8 or grid25.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3, fontsize=7,
+              frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
