@@ -160,6 +160,8 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
             if key in given:
                 raise UsageError(f"--set {key} conflicts with {FLAGS[key]}")
             given[key], flags[key] = value, FLAGS[key]
+    # What the user typed is checked first, before the data is looked at.
+    engine_options.resolve(v, loss_cls, given, flags)
     resolved = [resolve_data(registry, s, named) for s in data.split(",")]
     infos = [r.info for r in resolved]
     # The recipe's values under what the user typed: each is parsed and checked like --set.
