@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from gand.api import (INT_LIMIT, DataInfo, Loss, Regularizer, SupportsADA, SupportsDTricks,
                       Variant, compose)
 from gand.engine import options as engine_options
-from gand.engine import presets
+from gand import presets
 from gand.errors import UsageError, one_of
 from gand.jobs import config as jobcfg
 from gand.jobs.config import (DATASET_NAME_RE, DEVICE_RE, QUEUE_RE, DataConfig, EvalConfig,

@@ -130,7 +130,7 @@ CASES = [
     (S + ["--set", "hidden=big"], "--set hidden=big"),
     (S + ["--set", "colour=red"], "colour"),
     (S + ["--set", "1x=2"], "--set '1x=2' is malformed"),
-    # anti-collapse tricks and presets (gand.engine.tricks, gand.engine.presets)
+    # anti-collapse tricks and presets (gand.engine.tricks, gand.presets)
     (S + ["--set", "pack=3", "--batch-size", "64"],
      "--set pack=3: the batch size 64 is not a multiple of 3"),
     (S + ["--set", "pack=0"], "--set pack=0: must be at least 1"),

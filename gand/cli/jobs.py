@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from gand.cli.context import jobs, print_json, registry, short
-from gand.engine.presets import PRESETS
+from gand.presets import PRESETS
 from gand.jobs import config as jobcfg
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]

@@ -81,7 +81,7 @@ def plugins(
             ver = f"{p.dist} {p.version}" if p.dist else p.value
             typer.echo(f"{p.name:18} {ver:22} {what}" + (f"  ERROR: {p.error}" if p.error else "")
                        + "".join(f"  WARNING: {w}" for w in p.warnings))
-        from gand.engine.presets import PRESETS
+        from gand.presets import PRESETS
 
         typer.echo(f"{'presets':18} {', '.join(PRESETS)}   (gand submit --preset NAME; "
                    f"`gand plugins presets` describes them)")
@@ -97,7 +97,7 @@ def presets(
     json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """The named recipes `gand submit --preset NAME` applies under your --set values."""
-    from gand.engine.presets import PRESETS
+    from gand.presets import PRESETS
 
     if json_:
         print_json([p.to_json() for p in PRESETS.values()])
