@@ -74,9 +74,7 @@ class AdversarialVariant(LatentSpace, Variant):
         bs, opts, dev = ctx.batch_size, ctx.options, ctx.device
         report: dict[str, torch.Tensor] = {}
         ada_p = float(models.extras.get("ada_p", 0.0))
-        # The learning rates of this step (`lr_decay`), then instance noise's std for it,
-        # annealed from σ to 0 over the run.
-        engine_options.decay_learning_rates((opt_g, opt_d), opts, ctx.step, ctx.total_steps)
+        # Instance noise's std for this step, annealed from σ to 0 over the run.
         sigma = tricks.noise_std(opts, ctx.step, ctx.total_steps)
 
         # 1. Discriminator: d_steps updates, each on a fresh real batch and fresh fakes.

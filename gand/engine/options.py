@@ -25,7 +25,7 @@ ENGINE_OPTIONS: dict[str, Option] = {
     "d_steps": Option(int, 1, "discriminator updates per generator update", min=1, max=100),
     "ema": Option(float, 0.0, "EMA decay of G's weights (0: off; e.g. 0.999)", min=0.0, max=1.0),
     "precision": Option(str, "fp32", "fp32 or bf16 autocast", choices=("fp32", "bf16")),
-    "lr_decay": Option(float, 0.0, "the last fraction of the steps decays both learning rates "
+    "lr_decay": Option(float, 0.0, "the last fraction of the steps decays every learning rate "
                                     "linearly to about 0 (0: off; e.g. 0.3)", min=0.0, max=1.0),
     **augment.OPTIONS,  # ada, ada_target, ada_kimg: refused at submit where they cannot apply
     **tricks.OPTIONS,   # pack, mbstd, instance_noise: likewise

@@ -20,6 +20,7 @@ from gand import __version__
 from gand.api import DataSource, Loss, Models, StepContext, Variant
 from gand.engine import checkpoint as ckpt
 from gand.engine import faults
+from gand.engine import options as engine_options
 from gand.engine import samples
 from gand.errors import UsageError
 from gand.jobs.config import JobConfig
@@ -193,7 +194,10 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
 
     while step < total:
         step += 1
-        # 1. One generator update with its discriminator updates (the variant's step).
+        # 1. One generator update with its discriminator updates (the variant's step), at this
+        #    step's learning rates when `--set lr_decay` asks for a decay at the end.
+        engine_options.decay_learning_rates(run.models.optimizers.values(), cfg.options, step,
+                                            total)
         losses = run.variant.train_step(run.models, run.loss, run.context(step))
         pending.append((step, faults.inject(run.models, step, losses)))
         now = time.monotonic()
