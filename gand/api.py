@@ -420,6 +420,12 @@ class Variant(ABC):
         """The shape the data should be loaded at; by default as stored."""
         return info.shape
 
+    def data_defaults(self, infos: list[DataInfo]) -> dict[str, Any]:
+        """Option defaults this variant recommends for this data (e.g. gan's recipes for ring8
+        and grid25), and optionally "steps", a default for `--steps`. They apply over
+        `defaults`, and under a `--preset` and explicit `--set` values. By default none."""
+        return {}
+
     def d_mixes_batch(self, infos: list[DataInfo], options: dict[str, Any]) -> Optional[str]:
         """Why D mixes the examples of a batch, which gradient penalties forbid; None if not.
 
@@ -527,9 +533,16 @@ class SupportsADA(ABC):
     variant with its own step declares it only if that step augments too."""
 
 
+class SupportsDTricks(ABC):
+    """The anti-collapse tricks on D apply (`--set pack=m`, `mbstd=g`, `instance_noise=σ`, see
+    gand.engine.tricks): D is built through AdversarialVariant.build, which wraps it, and
+    called only through its step, which adds the noise. A variant with its own build or step,
+    or whose D judges samples with labels (no packing then), declares it only if that holds."""
+
+
 CAPABILITIES: dict[str, type] = {
     "latent-space": LatentSpace, "truncation": Truncation, "style-mixing": StyleMixing,
-    "translation": Translation, "ada": SupportsADA,
+    "translation": Translation, "ada": SupportsADA, "d-tricks": SupportsDTricks,
 }
 
 

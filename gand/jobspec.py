@@ -11,8 +11,10 @@ import secrets
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional
 
-from gand.api import INT_LIMIT, DataInfo, Loss, Regularizer, SupportsADA, Variant, compose
+from gand.api import (INT_LIMIT, DataInfo, Loss, Regularizer, SupportsADA, SupportsDTricks,
+                      Variant, compose)
 from gand.engine import options as engine_options
+from gand import presets
 from gand.errors import UsageError, one_of
 from gand.jobs import config as jobcfg
 from gand.jobs.config import (DATASET_NAME_RE, DEVICE_RE, QUEUE_RE, DataConfig, EvalConfig,
@@ -111,7 +113,8 @@ FLAGS = {"batch_size": "--batch-size", "lr": "--lr"}
 
 
 def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[str] = None,
-                 steps: int = jobcfg.STEPS, batch_size: Optional[int] = None, lr: Optional[float] = None,
+                 steps: Optional[int] = None, batch_size: Optional[int] = None,
+                 lr: Optional[float] = None, preset: Optional[str] = None,
                  sets: Optional[list[str]] = None, seed: Optional[int] = None,
                  device: str = jobcfg.DEVICE, queue: str = jobcfg.QUEUE, checkpoint_every: Optional[int] = None,
                  sample_every: Optional[int] = None,
@@ -125,15 +128,20 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
     """Checks every submit option and returns the job config that workers will run.
 
     `evaluation` holds the keyword arguments of gand.evaluation.spec.eval_config (every,
-    metrics, best_by, classifier, num_samples, sets).
+    metrics, best_by, classifier, num_samples, sets). Options are, from weakest to strongest:
+    the engine's defaults, the variant's, the variant's for this data (`data_defaults`), the
+    preset's, then `--set` and the flags. `steps` None: the preset's, the variant's for this
+    data, else jobcfg.STEPS.
     """
     v: Variant = registry.variant(variant)
+    chosen = presets.get(preset, variant) if preset is not None else None
     loss_cls: type[Loss] = loss_class(registry, loss or v.default_loss)
     loss_name = loss_cls.name
     if loss_cls.output not in v.outputs:
         raise UsageError(f"loss {loss_name} needs a discriminator that outputs {loss_cls.output}; "
                          f"variant {variant} outputs {one_of(v.outputs)}")
-    check_count("--steps", steps)
+    if steps is not None:
+        check_count("--steps", steps)
     check_count("--batch-size", batch_size, high=INT_LIMIT)  # the option says how big at most
     check_count("--checkpoint-every", checkpoint_every, low=0)
     check_count("--sample-every", sample_every, low=0)
@@ -152,10 +160,20 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
             if key in given:
                 raise UsageError(f"--set {key} conflicts with {FLAGS[key]}")
             given[key], flags[key] = value, FLAGS[key]
-    opts = engine_options.resolve(v, loss_cls, given, flags)
-
+    # What the user typed is checked first, before the data is looked at.
+    engine_options.resolve(v, loss_cls, given, flags)
     resolved = [resolve_data(registry, s, named) for s in data.split(",")]
     infos = [r.info for r in resolved]
+    # The recipe's values under what the user typed: each is parsed and checked like --set.
+    declared = engine_options.declared(v, loss_cls)
+    recipe = dict(v.data_defaults(infos))
+    default_steps = recipe.pop("steps", None)
+    if chosen is not None:
+        recipe.update(chosen.settings)
+        default_steps = chosen.steps or default_steps
+    given = {**{k: val for k, val in recipe.items() if k in declared}, **given}
+    opts = engine_options.resolve(v, loss_cls, given, flags)
+    steps = steps if steps is not None else default_steps or jobcfg.STEPS
     v.check_data(infos, opts)
     check_combination(v, loss_cls, infos, opts)
     shapes = [list(v.data_shape(i, opts)) for i in infos]
@@ -169,6 +187,7 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
     return JobConfig(
         variant=variant,
         loss=loss_name,
+        preset=preset,
         # `spec` is what was resolved (a registered name's stored spec); `name` the name given.
         data=tuple(DataConfig(spec=r.spec, name=r.name, type=r.type_name, arg=r.arg,
                               info=asdict(r.info), shape=tuple(shape))
@@ -234,6 +253,33 @@ def check_combination(v: Variant, loss_cls: type[Loss], infos: list[DataInfo],
         bad = [i.spec for i in infos if i.kind != "image"]
         if bad:
             raise UsageError(f"--set ada=true augments images; {bad[0]} is vector data")
+    check_tricks(v, opts)
+
+
+def check_tricks(v: Variant, opts: dict[str, Any]) -> None:
+    """Refuses pack, mbstd and instance noise where they cannot apply or cannot divide the batch."""
+    asked = {"pack": opts.get("pack", 1) > 1, "mbstd": opts.get("mbstd", 0) > 0,
+             "instance_noise": opts.get("instance_noise", 0.0) > 0}
+    for key in (k for k, on in asked.items() if on):
+        if not isinstance(v, SupportsDTricks):
+            raise UsageError(f"--set {key}={opts[key]}: variant {v.name} trains its D its own "
+                             f"way, so this trick does not apply to it")
+    bs, pack, group = opts["batch_size"], opts.get("pack", 1), opts.get("mbstd", 0)
+    if pack > 1:
+        if v.needs_labels:
+            raise UsageError(f"--set pack={pack}: variant {v.name}'s D judges each sample with "
+                             f"its label, so samples cannot be packed; use pack=1")
+        if bs % pack:
+            raise UsageError(f"--set pack={pack}: the batch size {bs} is not a multiple of "
+                             f"{pack}; choose a batch size that is, or another pack")
+    if group == 1:
+        raise UsageError("--set mbstd=1: a group of one has no spread; use 0 (off) or a group "
+                         "size of at least 2, e.g. 4")
+    if group > 1 and (bs // pack) % group:
+        packs = f" ({bs // pack} packs of {pack})" if pack > 1 else ""
+        raise UsageError(f"--set mbstd={group}: D sees batches of {bs // pack}{packs}, which do "
+                         f"not split into groups of {group}; choose a group size that divides "
+                         f"{bs // pack}")
 
 
 def data_infos(config: JobConfig) -> list[DataInfo]:

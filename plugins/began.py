@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gand.api import Models, Option, StepContext
-from gand.engine.adversarial import ema_update
+from gand.engine.adversarial import ema_decay, ema_update
 from gand.hookspecs import hookimpl
 from gand_plugins.dcgan import Discriminator, Generator, dcgan_init
 from gand_plugins.gan import mlp
@@ -100,7 +100,7 @@ class BEGAN(ImageOrVector):
         l_real, l_fake = extra["l_real"], g_loss.detach()
         gap = loss.balance(l_real, l_fake)
         if "G_ema" in models.nets:
-            ema_update(models.nets["G_ema"], G, opts["ema"])
+            ema_update(models.nets["G_ema"], G, ema_decay(opts["ema"], ctx.step))
         return {"d_loss": d_loss.detach(), "g_loss": l_fake, "l_real": l_real,
                 "k": loss.k.detach().clone(), "M": l_real + gap.abs()}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gand.api import DataInfo, Option, SupportsADA
+from gand.api import DataInfo, Option, SupportsADA, SupportsDTricks
 from gand.hookspecs import hookimpl
 from gand_plugins.zoo import ImageOrVector
 
@@ -43,7 +43,7 @@ class ConditionalDiscriminator(nn.Module):
         return self.body(torch.cat([x.flatten(1), e], 1))
 
 
-class CGAN(ImageOrVector, SupportsADA):
+class CGAN(ImageOrVector, SupportsADA, SupportsDTricks):
     name = "cgan"
     help = "conditional GAN on class labels; gand generate --label K draws class K"
     needs_labels = True

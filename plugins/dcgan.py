@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from gand.api import DataInfo, Option, SupportsADA
+from gand.api import DataInfo, Option, SupportsADA, SupportsDTricks
 from gand.engine.adversarial import AdversarialVariant
 from gand.errors import UsageError
 from gand.hookspecs import hookimpl
@@ -24,7 +24,9 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
-    return nn.Identity()  # critics with a gradient penalty must not mix examples in a batch
+    # none, and spectral (gand.engine.tricks norms every weight of D instead); critics with a
+    # gradient penalty must not mix examples in a batch.
+    return nn.Identity()
 
 
 class Generator(nn.Module):
@@ -104,7 +106,7 @@ class SquareImages:
                              f"has {infos[0].shape[0]}")
 
 
-class DCGAN(SquareImages, AdversarialVariant, SupportsADA):
+class DCGAN(SquareImages, AdversarialVariant, SupportsADA, SupportsDTricks):
     name = "dcgan"
     help = "convolutional GAN: the lecture's MNIST DCGAN at 28 px, DCGAN at 32/64/128 px"
     data_kinds = frozenset({"image"})
@@ -114,7 +116,9 @@ class DCGAN(SquareImages, AdversarialVariant, SupportsADA):
         "ndf": Option(int, 64, "discriminator width", min=1, max=1024),
         "image_size": Option(int, 0, "train at this size (0: the data's own size)",
                              choices=(0,) + SIZES),
-        "d_norm": Option(str, "batch", "normalisation in D", choices=("batch", "instance", "none")),
+        "d_norm": Option(str, "batch", "normalisation in D (spectral: spectral norm on every "
+                                       "layer, Miyato et al. 2018)",
+                         choices=("batch", "instance", "none", "spectral")),
     }
 
     def _size(self, info: DataInfo, options) -> int:

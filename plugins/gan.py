@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from gand.api import DataInfo, Option, SupportsADA
+from gand.api import DataInfo, Option, SupportsADA, SupportsDTricks
 from gand.engine.adversarial import AdversarialVariant
 from gand.hookspecs import hookimpl
 
@@ -42,7 +42,7 @@ class MLPDiscriminator(nn.Module):
         return self.net(x.flatten(1))
 
 
-class GAN(AdversarialVariant, SupportsADA):
+class GAN(AdversarialVariant, SupportsADA, SupportsDTricks):
     name = "gan"
     help = "fully connected GAN (the lecture's 1-D GAN); vector data and flattened images"
     options = {
@@ -50,9 +50,25 @@ class GAN(AdversarialVariant, SupportsADA):
         "hidden": Option(int, 128, "hidden units per layer (the lecture's 1-D example: 50)",
                          min=1, max=8192),
         "layers": Option(int, 2, "hidden layers in G and D", min=1, max=16),
+        "d_norm": Option(str, "none", "normalisation in D: none, or spectral (spectral norm "
+                                      "on every layer, Miyato et al. 2018)",
+                         choices=("none", "spectral")),
     }
     # The lecture's 1-D GAN trains with Adam at 1e-3; small batches are cheap for vectors.
     defaults = {"lr": 1e-3, "batch_size": 256}
+    # gand's recipes for the mode-collapse benchmarks (docs/quality.md has the numbers and the
+    # sweeps behind them): a faster Adam, an EMA of G to sample from (precision), PacGAN
+    # packing (balance between modes, the KL), and a linear lr decay at the end (precision).
+    # `--preset lecture` gives the lecture's recipe instead; --set overrides either.
+    RECIPES = {
+        "ring8": {"lr": 2e-3, "ema": 0.999, "pack": 2, "lr_decay": 0.3, "batch_size": 1024,
+                  "steps": 6000},
+        "grid25": {"lr": 2e-3, "ema": 0.999, "pack": 2, "layers": 3, "lr_decay": 0.5,
+                   "batch_size": 512, "steps": 8000},
+    }
+
+    def data_defaults(self, infos):
+        return dict(self.RECIPES.get(infos[0].spec, {}))
 
     def networks(self, info: DataInfo, options):
         image = info.kind == "image"

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 
-from gand.api import SupportsADA
+from gand.api import SupportsADA, SupportsDTricks
 from gand.hookspecs import hookimpl
 from gand_plugins.zoo import ImageOrVector
 
 
-class LSGAN(ImageOrVector, SupportsADA):
+class LSGAN(ImageOrVector, SupportsADA, SupportsDTricks):
     name = "lsgan"
     help = "least-squares GAN: D regresses real to 1 and fake to 0"
     # D is a regressor (no sigmoid), so it pairs with the critic losses.

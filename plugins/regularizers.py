@@ -10,11 +10,15 @@ from gand.hookspecs import hookimpl
 
 
 def _grad_norms(D: Callable, x: torch.Tensor) -> torch.Tensor:
-    """‖∇ₓ D(x)‖ per example, kept in the graph so D's loss can be differentiated through it."""
+    """‖∇ₓ D(x)‖ per output of D, kept in the graph so D's loss can be differentiated through it.
+
+    One output per example, or per pack of m examples with PacGAN's `--set pack=m`: then the
+    gradient of a pack's score is taken over its m examples together, as the packed D sees them.
+    """
     x = x.detach().requires_grad_(True)
     out = D(x)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return grad.flatten(1).norm(2, dim=1)
+    return grad.reshape(out.shape[0], -1).norm(2, dim=1)
 
 
 def gradient_penalty(D: Callable, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

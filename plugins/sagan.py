@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gand.api import SupportsADA
+from gand.api import SupportsADA, SupportsDTricks
 from gand.hookspecs import hookimpl
 from gand_plugins.zoo import ImageOrVector
 
@@ -54,7 +54,7 @@ def spectral(module: nn.Module) -> nn.Module:
     return module
 
 
-class SAGAN(ImageOrVector, SupportsADA):
+class SAGAN(ImageOrVector, SupportsADA, SupportsDTricks):
     name = "sagan"
     help = "self-attention GAN: spectral norm in G and D, self-attention, hinge loss, TTUR"
     data_kinds = frozenset({"image"})

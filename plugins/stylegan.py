@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gand.api import (DataInfo, Models, Option, StepContext, StyleMixing, SupportsADA,
-                      Truncation)
+                      SupportsDTricks, Truncation)
 from gand.engine.adversarial import AdversarialVariant
 from gand.errors import UsageError
 from gand.hookspecs import hookimpl
@@ -218,7 +218,8 @@ def style_mixing_grid(models: Models, rows: int, cols: Optional[int] = None,
     return torch.cat(out).float()
 
 
-class StyleGAN(SquareImages, AdversarialVariant, SupportsADA, StyleMixing, Truncation):
+class StyleGAN(SquareImages, AdversarialVariant, SupportsADA, SupportsDTricks, StyleMixing,
+               Truncation):
     name = "stylegan"
     help = ("StyleGAN (simplified, as in the lecture): mapping network, constant input, AdaIN, "
             "noise, style mixing, w_avg and truncation; 8 to 128 px (28 px trains at 32)")
@@ -236,8 +237,9 @@ class StyleGAN(SquareImages, AdversarialVariant, SupportsADA, StyleMixing, Trunc
                               min=0.0, max=1.0),
         "w_avg_decay": Option(float, 0.995, "decay of the running mean of w", min=0.0, max=1.0),
         "ndf": Option(int, 64, "discriminator width", min=1, max=1024),
-        "d_norm": Option(str, "none", "normalisation in D (none suits R1)",
-                         choices=("batch", "instance", "none")),
+        "d_norm": Option(str, "none", "normalisation in D (none suits R1; spectral: "
+                                      "spectral norm, Miyato et al. 2018)",
+                         choices=("batch", "instance", "none", "spectral")),
         "image_size": Option(int, 0, "train at this size (0: from the data; 28 px → 32)",
                              choices=(0,) + SIZES),
     }

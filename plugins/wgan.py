@@ -6,12 +6,12 @@ only critic losses (wasserstein, wgan-gp, hinge, ls) combine with these variants
 from __future__ import annotations
 
 
-from gand.api import SupportsADA
+from gand.api import SupportsADA, SupportsDTricks
 from gand.hookspecs import hookimpl
 from gand_plugins.zoo import ImageOrVector
 
 
-class WGAN(ImageOrVector, SupportsADA):
+class WGAN(ImageOrVector, SupportsADA, SupportsDTricks):
     name = "wgan"
     help = "Wasserstein GAN: weight clipping 0.01, RMSprop 5e-5, 5 critic steps per G step"
     outputs = frozenset({"critic"})
@@ -19,7 +19,7 @@ class WGAN(ImageOrVector, SupportsADA):
     defaults = {"optimizer": "rmsprop", "lr": 5e-5, "d_steps": 5}
 
 
-class WGANGP(ImageOrVector, SupportsADA):
+class WGANGP(ImageOrVector, SupportsADA, SupportsDTricks):
     name = "wgan-gp"
     help = "WGAN-GP: gradient penalty 10, Adam(0, 0.9) 1e-4, 5 critic steps, critic without BatchNorm"
     outputs = frozenset({"critic"})

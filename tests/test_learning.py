@@ -23,9 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def trained(registry, tmp_path: Path, variant: str, data: str, steps: int, sets: list[str],
-            seed: int = 0) -> Run:
+            seed: int = 0, preset: str | None = None) -> Run:
     cfg = build_config(registry, variant=variant, data=data, steps=steps, sets=sets, seed=seed,
-                       device="cpu", checkpoint_every=0, sample_every=0)
+                       device="cpu", checkpoint_every=0, sample_every=0, preset=preset)
     run = Run.build(cfg, registry)
     assert train(run, tmp_path, Hooks()).reason == "completed"
     return run
@@ -44,9 +44,11 @@ def test_gan_matches_a_standard_normal(registry, tmp_path):
 
 
 def test_gan_covers_all_eight_modes_of_ring8(registry, tmp_path):
-    # Default lr 1e-3 without EMA leaves some modes empty after 2000 steps; lr 2e-3 with an
-    # EMA of G covers them all in 1000.
-    run = trained(registry, tmp_path, "gan", "ring8", 1000, ["ema=0.99", "lr=2e-3"])
+    # gan's plain defaults (lr 1e-3 without EMA) leave some modes empty after 2000 steps; lr
+    # 2e-3 with an EMA of G covers them all in 1000 — without the rest of gan's ring8 recipe
+    # (packing, batch 1024, lr decay), which the next test and docs/quality.md measure.
+    run = trained(registry, tmp_path, "gan", "ring8", 1000,
+                  ["ema=0.99", "lr=2e-3", "pack=1", "batch_size=256", "lr_decay=0"])
     x = samples(run, 5000).numpy()
     centres = np.array([[math.cos(2 * math.pi * k / 8), math.sin(2 * math.pi * k / 8)] for k in range(8)])
     near = np.linalg.norm(x[:, None, :] - centres[None], axis=2) < 0.1
@@ -55,6 +57,27 @@ def test_gan_covers_all_eight_modes_of_ring8(registry, tmp_path):
     # spreading over the whole circle would put only 25% within 0.1 of one.
     assert near.mean(0).min() >= 0.01, near.mean(0)
     assert near.any(1).mean() >= 0.5, near.any(1).mean()
+
+
+def test_the_default_ring8_recipe_beats_the_lecture_preset(registry, tmp_path):
+    # The same seed and the same few hundred generator steps: gand's defaults for ring8 (EMA,
+    # packing, a faster Adam, lr decay) against the lecture's recipe (5 D steps per G step).
+    from gand_plugins.metrics import mode_coverage
+
+    def coverage(run: Run) -> dict[str, float]:
+        info = run.data[0].info
+        return mode_coverage(samples(run, 2500), torch.tensor(info.extra["modes"]),
+                             info.extra["std"])
+
+    good = coverage(trained(registry, tmp_path, "gan", "ring8", 800, [], seed=3))
+    lecture = coverage(trained(registry, tmp_path, "gan", "ring8", 800, [], seed=3,
+                               preset="lecture"))
+    # Margins, not tuned thresholds: more modes than the lecture, and a mode histogram at
+    # least four times closer to uniform. Measured at 800 steps on seeds 0, 1, 3: gand 8, 8, 8
+    # modes with KL 0.06, 0.12, 0.16; the lecture 7, 3, 1 modes with KL 1.15, 1.15, 2.08. High
+    # quality is no margin this early: both are still converging.
+    assert good["modes"] > lecture["modes"], (good, lecture)
+    assert good["mode_kl"] * 4 <= lecture["mode_kl"], (good, lecture)
 
 
 def digit_classifier(x: torch.Tensor, y: torch.Tensor) -> nn.Module:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from gand.cli.context import jobs, print_json, registry, short
+from gand.presets import PRESETS
 from gand.jobs import config as jobcfg
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -17,7 +18,12 @@ def submit(
     data: Annotated[str, typer.Option("--data", help="dataset spec(s): NAME, NAME:ARG or a path; "
                                                      "comma-separated for two domains")],
     loss: Annotated[Optional[str], typer.Option(help="loss plugin (default: the variant's)")] = None,
-    steps: Annotated[int, typer.Option(help="generator updates to train")] = jobcfg.STEPS,
+    steps: Annotated[Optional[int], typer.Option(
+        help=f"generator updates to train (default: the preset's or the variant's for the "
+             f"data, e.g. gan on ring8/grid25; else {jobcfg.STEPS})")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="a named recipe under your --set values: " + "; ".join(
+            f"{p.name}: {p.help}" for p in PRESETS.values()))] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="examples per batch")] = None,
     lr: Annotated[Optional[float], typer.Option(help="learning rate of G and D")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="variant/loss option key=value")] = None,
@@ -52,7 +58,7 @@ def submit(
     from gand.jobspec import parse_sets
 
     job = jobs().submit(
-        registry(), name=name, variant=variant, data=data, loss=loss, steps=steps,
+        registry(), name=name, variant=variant, data=data, loss=loss, steps=steps, preset=preset,
         batch_size=batch_size, lr=lr, sets=set_ or [], seed=seed, device=device,
         queue=queue_name, checkpoint_every=checkpoint_every, sample_every=sample_every,
         evaluation=dict(every=eval_every, metrics=eval_metric, best_by=best_by,

@@ -81,11 +81,31 @@ def plugins(
             ver = f"{p.dist} {p.version}" if p.dist else p.value
             typer.echo(f"{p.name:18} {ver:22} {what}" + (f"  ERROR: {p.error}" if p.error else "")
                        + "".join(f"  WARNING: {w}" for w in p.warnings))
+        from gand.presets import PRESETS
+
+        typer.echo(f"{'presets':18} {', '.join(PRESETS)}   (gand submit --preset NAME; "
+                   f"`gand plugins presets` describes them)")
     problems = reg.problems()
     if check and problems:
         for name, why in problems:
             typer.echo(f"gand: plugin {name}: {why}", err=True)
         raise typer.Exit(1)
+
+
+@plugins_app.command("presets")
+def presets(
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """The named recipes `gand submit --preset NAME` applies under your --set values."""
+    from gand.presets import PRESETS
+
+    if json_:
+        print_json([p.to_json() for p in PRESETS.values()])
+        return
+    for p in PRESETS.values():
+        which = ", ".join(sorted(p.variants)) if p.variants is not None else "any variant"
+        settings = " ".join(f"{k}={v}" for k, v in p.settings.items()) or "-"
+        typer.echo(f"{p.name:10} ({which}) {p.help}\n{'':10} {settings}")
 
 
 @plugins_app.command("new")

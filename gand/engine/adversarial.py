@@ -14,15 +14,17 @@ import torch
 from torch import nn
 
 from gand.api import DataInfo, LatentSpace, Loss, Models, StepContext, Variant
-from gand.engine import augment
+from gand.engine import augment, tricks
 from gand.engine import options as engine_options
 
 
 class AdversarialVariant(LatentSpace, Variant):
     """A Variant whose subclasses provide `networks()`; conditional ones set needs_labels.
 
-    Its step augments every image D sees when `--set ada=true`: a subclass that keeps this step
-    may declare gand.api.SupportsADA.
+    Its step augments every image D sees when `--set ada=true`, and `build` wraps D in the
+    tricks of gand.engine.tricks (pack, mbstd, spectral norm) while the step adds instance
+    noise to D's inputs: a subclass that keeps this build and step may declare
+    gand.api.SupportsADA and gand.api.SupportsDTricks.
     """
 
     @abstractmethod
@@ -38,6 +40,7 @@ class AdversarialVariant(LatentSpace, Variant):
 
     def build(self, infos: list[DataInfo], options: dict[str, Any], device: torch.device) -> Models:
         G, D = self.networks(infos[0], options)
+        D = tricks.wrap_d(D, options)  # pack → D (with mbstd before its last layer, spectral)
         G, D = G.to(device), D.to(device)
         nets: dict[str, nn.Module] = {"G": G, "D": D}
         if options["ema"] > 0:
@@ -71,6 +74,8 @@ class AdversarialVariant(LatentSpace, Variant):
         bs, opts, dev = ctx.batch_size, ctx.options, ctx.device
         report: dict[str, torch.Tensor] = {}
         ada_p = float(models.extras.get("ada_p", 0.0))
+        # Instance noise's std for this step, annealed from σ to 0 over the run.
+        sigma = tricks.noise_std(opts, ctx.step, ctx.total_steps)
 
         # 1. Discriminator: d_steps updates, each on a fresh real batch and fresh fakes.
         D.requires_grad_(True)
@@ -83,9 +88,10 @@ class AdversarialVariant(LatentSpace, Variant):
                 fake = self.generate_from(G, self.latent(models, bs, dev), y).float()
 
             def d_call(x, _y=y):
-                # With ADA every input of D (real, fake, interpolated) is augmented alike.
+                # With ADA every input of D (real, fake, interpolated) is augmented alike, and
+                # instance noise is added to every one of them.
                 with ctx.autocast():
-                    return self.discriminate(D, augment.augment(x, ada_p), _y)
+                    return self.discriminate(D, tricks.noisy(augment.augment(x, ada_p), sigma), _y)
 
             d_loss, extra = loss.d_loss(d_call, real=real.x, fake=fake, ctx=ctx)
             opt_d.zero_grad(set_to_none=True)
@@ -110,7 +116,7 @@ class AdversarialVariant(LatentSpace, Variant):
 
         def d_fake(x, _y=y_fake):
             with ctx.autocast():
-                return self.discriminate(D, augment.augment(x, ada_p), _y)
+                return self.discriminate(D, tricks.noisy(augment.augment(x, ada_p), sigma), _y)
 
         g_loss, extra = loss.g_loss(d_fake, real=real.x, fake=fake, ctx=ctx)
         opt_g.zero_grad(set_to_none=True)
@@ -122,7 +128,7 @@ class AdversarialVariant(LatentSpace, Variant):
 
         # 3. EMA of G's weights, when asked for.
         if "G_ema" in models.nets:
-            ema_update(models.nets["G_ema"], G, opts["ema"])
+            ema_update(models.nets["G_ema"], G, ema_decay(opts["ema"], ctx.step))
         return report
 
     # -- generation -------------------------------------------------------------------------
@@ -142,6 +148,14 @@ class AdversarialVariant(LatentSpace, Variant):
         out = self.generate_from(G, z, y).float()
         G.train(was_training)
         return out
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA decay at generator step `step`: `decay`, ramped up as (1 + step) / (10 + step)
+    early on (TensorFlow's ExponentialMovingAverage with num_updates), so the average spans
+    at most about a tenth of the steps so far and never drags the initial weights along: a
+    decay of 0.999 then helps a run of 500 steps as well as one of 20,000."""
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from gand.api import Loss, Option, Variant, parse_options
-from gand.engine import augment
+from gand.engine import augment, tricks
 from gand.errors import PluginError, UsageError
 
 ENGINE_OPTIONS: dict[str, Option] = {
@@ -33,7 +33,10 @@ ENGINE_OPTIONS: dict[str, Option] = {
                       choices=("auto", "true", "false")),
     "optim_impl": Option(str, "auto", "optimizer kernels: auto, default, foreach or fused (CUDA)",
                          choices=("auto", "default", "foreach", "fused")),
+    "lr_decay": Option(float, 0.0, "the last fraction of the steps decays every learning rate "
+                                    "linearly to about 0 (0: off; e.g. 0.3)", min=0.0, max=1.0),
     **augment.OPTIONS,  # ada, ada_target, ada_kimg: refused at submit where they cannot apply
+    **tricks.OPTIONS,   # pack, mbstd, instance_noise: likewise
 }
 
 
@@ -76,3 +79,24 @@ def optimizer(params, options: dict[str, Any], which: str) -> torch.optim.Optimi
     if options["optimizer"] == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
     return torch.optim.Adam(params, lr=lr, betas=(options["beta1"], options["beta2"]))
+
+
+def lr_factor(options: dict[str, Any], step: int, total: int) -> float:
+    """The learning-rate multiplier at generator step `step` of `total` under `lr_decay`:
+    1, then down linearly over the last lr_decay·total steps to 1/(lr_decay·total), never 0."""
+    span = float(options.get("lr_decay", 0.0)) * total
+    if span <= 0 or step <= 0:
+        return 1.0
+    return min(1.0, (total - step + 1) / span)
+
+
+def decay_learning_rates(optimizers, options: dict[str, Any], step: int, total: int) -> None:
+    """Moves every optimizer's learning rate from step-1's factor to step's.
+
+    Relative, not absolute: a checkpoint carries the rate it reached, and a rollback's halving
+    (gand_workers.runner) survives the schedule."""
+    ratio = lr_factor(options, step, total) / lr_factor(options, step - 1, total)
+    if ratio != 1.0:
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] *= ratio

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
+
+HQ_STDS = 3.0  # the coverage metric's high-quality radius, in stds (gand_plugins.metrics)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: Optional[int] = None) -> Path:
@@ -29,8 +31,14 @@ def save_images(images: torch.Tensor, folder: Path) -> Path:
     return folder
 
 
-def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: str = "") -> Path:
-    """Generated vs real: a histogram for 1-D data, a scatter of the first two dims otherwise."""
+def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: str = "",
+                     modes: Optional[Sequence[Sequence[float]]] = None,
+                     std: Optional[float] = None) -> Path:
+    """Generated vs real: a histogram for 1-D data, a scatter of the first two dims otherwise.
+
+    With a mixture's `modes` and `std` (ring8, grid25), each mode gets the circle of radius
+    3·std inside which a sample counts as high-quality for the coverage metric, and the legend
+    says how many of the plotted samples fall inside one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,8 +55,20 @@ def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: 
     else:
         ax.scatter(r[:, 0], r[:, 1], s=2, c="red", alpha=0.4, label="real")
         ax.scatter(f[:, 0], f[:, 1], s=2, c="blue", alpha=0.4, label="generated")
+        if modes is not None and std:
+            m = np.asarray(modes, dtype=np.float64)[:, :2]
+            d = np.linalg.norm(f[:, None, :2] - m[None], axis=2).min(1)
+            inside = 100.0 * float((d <= HQ_STDS * std).mean())
+            for i, (cx, cy) in enumerate(m):
+                # Drawn over the dots (zorder), so a crowded mode still shows its circle.
+                ax.add_patch(plt.Circle((cx, cy), HQ_STDS * std, fill=False, color="black",
+                                        linewidth=1.0, zorder=3,
+                                        label=(f"{HQ_STDS:g} std: {inside:.1f}% of generated "
+                                               f"inside" if i == 0 else None)))
         ax.set_aspect("equal")
-    ax.legend(loc="upper right")
+    # Below the axes: inside, it would hide a mode of ring8 or grid25.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3, fontsize=7,
+              frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)

@@ -22,6 +22,7 @@ from gand.engine import checkpoint as ckpt
 from gand.engine import fastpath
 from gand.engine.checkpoint_writer import CheckpointWriter
 from gand.engine import faults
+from gand.engine import options as engine_options
 from gand.engine import samples
 from gand.errors import UsageError
 from gand.jobs.config import JobConfig
@@ -234,15 +235,20 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
     def save_samples() -> None:
         path = run_dir / "samples" / f"step_{step:08d}{'-' + hooks.tag if hooks.tag else ''}.png"
         if run.data and run.data[0].info.kind == "vector":
+            extra = run.data[0].info.extra
             samples.save_vector_plot(run.fixed_samples(1000), run.data[0].sample(1000).x, path,
-                                     f"step {step}")
+                                     f"step {step}", modes=extra.get("modes"),
+                                     std=extra.get("std"))
         else:
             samples.save_grid(run.fixed_samples(), path)
         hooks.artifact("samples", path, step)
 
     while step < total:
         step += 1
-        # 1. One generator update with its discriminator updates (the variant's step).
+        # 1. One generator update with its discriminator updates (the variant's step), at this
+        #    step's learning rates when `--set lr_decay` asks for a decay at the end.
+        engine_options.decay_learning_rates(run.models.optimizers.values(), cfg.options, step,
+                                            total)
         losses = run.variant.train_step(run.models, run.loss, run.context(step))
         pending.append((step, faults.inject(run.models, step, losses)))
         now = time.monotonic()

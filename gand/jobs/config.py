@@ -85,6 +85,7 @@ class JobConfig:
     # What the worker resolved the `auto` fast-path options to on its device, and why
     # (gand.engine.fastpath.Runtime); None until a worker has started the job.
     runtime: Optional[dict[str, Any]] = None
+    preset: Optional[str] = None          # --preset: the recipe its options started from
     version: int = VERSION
 
     @property
@@ -135,6 +136,7 @@ class JobConfig:
                 gpus=raw.get("gpus"),
                 min_gpu_mem_gb=raw.get("min_gpu_mem_gb"),
                 runtime=raw.get("runtime"),
+                preset=raw.get("preset"),
                 version=VERSION,
             )
         except (KeyError, TypeError, ValueError) as e:
