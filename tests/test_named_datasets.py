@@ -129,7 +129,7 @@ def test_submit_refuses_an_unknown_name_listing_types_and_names(cli):
     rc, _, err = cli("submit", "gan", "--data", "rnig", "--steps", "5")
     assert rc == 2
     assert err == ("gand: error: unknown dataset 'rnig'; dataset types: folder, gauss1d, grid25, "
-                   "mnist or ring8; registered names: ring (`gand data list`); or a folder path\n")
+                   "mnist, ring8 or stacked-mnist; registered names: ring (`gand data list`); or a folder path\n")
     assert cli.rows()["jobs"] == 0
 
 

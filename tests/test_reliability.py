@@ -350,8 +350,10 @@ def test_disk_full_fails_the_job_and_keeps_earlier_checkpoints(fleet):
     # The job id decides its run folder, so the job is created held back (cancelled) to learn
     # it, its folder is put on a 1 MiB tmpfs — a real full disk: two 450 kB checkpoints fit,
     # a third does not — and only then is it resumed.
+    # ema=0 pack=1: the plain ring8 model (gan's recipe adds an EMA copy and a wider D).
     job_id = submit(g, "gan", "--data", "ring8", "--steps", "1000", "--checkpoint-every", "100",
-                    "--sample-every", "0", "--keep-checkpoints", "0", "--queue", "hold")
+                    "--sample-every", "0", "--keep-checkpoints", "0", "--queue", "hold",
+                    "--set", "ema=0", "--set", "pack=1", "--batch-size", "256")
     assert cli(g, "cancel", job_id)[0] == 0
     run_dir = g.home / "runs" / job_id
     run_dir.mkdir(parents=True)
