@@ -61,7 +61,7 @@ class GAN(AdversarialVariant, SupportsADA, SupportsDTricks):
     # packing (balance between modes, the KL), and a linear lr decay at the end (precision).
     # `--preset lecture` gives the lecture's recipe instead; --set overrides either.
     RECIPES = {
-        "ring8": {"lr": 2e-3, "ema": 0.999, "pack": 2, "lr_decay": 0.3, "batch_size": 1024,
+        "ring8": {"lr": 2e-3, "ema": 0.999, "pack": 2, "lr_decay": 0.5, "batch_size": 2048,
                   "steps": 6000},
         "grid25": {"lr": 2e-3, "ema": 0.999, "pack": 2, "layers": 3, "lr_decay": 0.5,
                    "batch_size": 512, "steps": 8000},

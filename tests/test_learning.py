@@ -46,7 +46,7 @@ def test_gan_matches_a_standard_normal(registry, tmp_path):
 def test_gan_covers_all_eight_modes_of_ring8(registry, tmp_path):
     # gan's plain defaults (lr 1e-3 without EMA) leave some modes empty after 2000 steps; lr
     # 2e-3 with an EMA of G covers them all in 1000 — without the rest of gan's ring8 recipe
-    # (packing, batch 1024, lr decay), which the next test and docs/quality.md measure.
+    # (packing, batch 2048, lr decay), which the next test and docs/quality.md measure.
     run = trained(registry, tmp_path, "gan", "ring8", 1000,
                   ["ema=0.99", "lr=2e-3", "pack=1", "batch_size=256", "lr_decay=0"])
     x = samples(run, 5000).numpy()

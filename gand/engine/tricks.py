@@ -83,7 +83,10 @@ def minibatch_std(x: torch.Tensor, group: int) -> torch.Tensor:
     while n % g:
         g -= 1
     y = x.float().reshape(g, n // g, -1)                 # [group member, group, features]
-    std = (y.var(0, unbiased=False) + 1e-8).sqrt()       # [group, features]
+    # The variance written out: torch's var over dim 0 is about 7 times slower on the CPU
+    # (forward and backward), which made mbstd double the time of a ring8 run.
+    d = y - y.mean(0)
+    std = ((d * d).mean(0) + 1e-8).sqrt()                # [group, features]
     value = std.mean(1)                                  # [group]
     return value.repeat(g).to(x.dtype)                   # example i is in group i % (n // g)
 
