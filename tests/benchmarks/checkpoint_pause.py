@@ -51,16 +51,9 @@ CONFIGS: dict[str, tuple[str, str | None, Callable[[Path], str], int]] = {
 
 
 def _rgb_folder(tmp: Path, size: int, n: int, name: str) -> str:
-    from PIL import Image
-    import numpy as np
+    from bench import rgb_folder  # bench.py's random image pool (imported late: it loads torch)
 
-    folder = tmp / f"rgb{size}{name}"
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        rng = np.random.default_rng(0)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype="uint8")).save(folder / f"{i}.png")
-    return str(folder)
+    return rgb_folder(tmp, size, n, name)
 
 
 def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoints: int = 4,
