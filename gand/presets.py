@@ -32,11 +32,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("default", "gand's defaults for the variant and data (the same as no preset)"),
     Preset("lecture",
            "the lecture's 1-D GAN: 5 D steps per G step, Adam 1e-3 (0.9, 0.999), batch 64, "
-           "hidden 50, no label smoothing, no EMA and no tricks (collapses on ring8/grid25)",
+           "hidden 50, no label smoothing, no EMA, one G and no tricks (collapses on ring8/grid25)",
            settings={"d_steps": 5, "lr": 1e-3, "lr_g": 0.0, "lr_d": 0.0, "beta1": 0.9,
                      "beta2": 0.999, "batch_size": 64, "hidden": 50, "layers": 2,
                      "label_smoothing": False, "ema": 0.0, "pack": 1, "mbstd": 0,
-                     "instance_noise": 0.0, "d_norm": "none", "lr_decay": 0.0},
+                     "instance_noise": 0.0, "d_norm": "none", "lr_decay": 0.0, "components": 0},
            variants=frozenset({"gan"})),
 )}
 

@@ -407,3 +407,20 @@ def test_a_checkpoint_of_other_networks_is_one_line_not_a_key_error(registry):
     broken = dict(state, models={**state["models"], "nets": {"G": state["models"]["nets"]["G"]}})
     with pytest.raises(UsageError, match="the checkpoint has no network 'D'; it holds G"):
         Run.build(small, registry, load_data=False).restore(broken)
+
+
+def test_plugins_options_lists_every_set_key_with_the_recipe_for_the_data(gand_inprocess):
+    out = gand_inprocess.json("plugins", "options", "gan", "--data", "grid25")
+    rows = {r["option"]: r for r in out["options"]}
+    # The tricks against collapse (engine, variant and loss options alike) are all there,
+    # each with its default and, for grid25, gan's recipe value.
+    for key in ("pack", "mbstd", "d_norm", "instance_noise", "ema", "lr_g", "lr_d",
+                "components", "label_smoothing", "lr_decay"):
+        assert key in rows, key
+    assert rows["pack"]["from"] == "engine" and rows["components"]["from"] == "variant gan"
+    assert rows["label_smoothing"]["from"] == "loss bce"
+    assert rows["components"]["default"] == 0 and rows["components"]["recipe"] == 50
+    assert out["recipe_steps"] == 20000 and "recipe" not in rows["mbstd"]
+    assert rows["d_norm"]["limits"] == ["one of none, spectral"]
+    text = gand_inprocess.ok("plugins", "options", "gan", "--loss", "hinge")
+    assert "label_smoothing" not in text and text.splitlines()[0].startswith("ada ")

@@ -108,6 +108,52 @@ def presets(
         typer.echo(f"{p.name:10} ({which}) {p.help}\n{'':10} {settings}")
 
 
+@plugins_app.command("options")
+def options(
+    variant: Annotated[str, typer.Argument(help="an installed variant, e.g. gan")],
+    loss: Annotated[Optional[str], typer.Option(help="the loss (default: the variant's)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="a dataset spec: also show the values the "
+                                                     "variant recommends for it (its recipe)")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Every `--set` option a job accepts (the engine's tricks, the variant's, the loss's):
+    type, default, range, and the recipe's value for --data."""
+    from gand.engine import options as engine_options
+    from gand.jobspec import loss_class, resolve_data
+
+    reg = registry()
+    v = reg.variant(variant)
+    loss_cls = loss_class(reg, loss or v.default_loss)
+    table = engine_options.declared(v, loss_cls)
+    recipe = dict(v.data_defaults([resolve_data(reg, d).info for d in data.split(",")])) if data else {}
+    steps = recipe.pop("steps", None)
+    origin = {**{k: "engine" for k in engine_options.ENGINE_OPTIONS},
+              **{k: f"variant {v.name}" for k in v.options},
+              **{k: f"loss {loss_cls.name}" for k in loss_cls.options}}
+    rows = []
+    for key in sorted(table):
+        opt = table[key]
+        limits = ([f"one of {', '.join(map(str, opt.choices))}"] if opt.choices else []) + \
+            ([f"≥ {opt.min:g}"] if opt.min is not None else []) + \
+            ([f"≤ {opt.max:g}"] if opt.max is not None else []) + \
+            ([f"< {opt.below:g}"] if opt.below is not None else [])
+        row = {"option": key, "type": opt.type.__name__, "default": opt.default,
+               "from": origin.get(key, "engine"), "limits": limits, "help": opt.help}
+        if key in recipe:
+            row["recipe"] = recipe[key]
+        rows.append(row)
+    if json_:
+        print_json({"variant": v.name, "loss": loss_cls.name, "data": data,
+                    "recipe_steps": steps, "options": rows})
+        return
+    if steps is not None:
+        typer.echo(f"steps for {data}: {steps} (--steps overrides)")
+    for r in rows:
+        value = f"{r['default']}" + (f" (for {data}: {r['recipe']})" if "recipe" in r else "")
+        typer.echo(f"{r['option']:16} {r['type']:5} {value:26} {r['help']}"
+                   + (f" [{'; '.join(r['limits'])}]" if r["limits"] else ""))
+
+
 @plugins_app.command("new")
 def new_plugin(
     name: Annotated[str, typer.Argument(help="the plugin's name, e.g. pacgan: its variant is "
