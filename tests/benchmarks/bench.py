@@ -12,6 +12,13 @@ timed in alternating windows, `--pairs` times, reference first in even pairs and
 odd ones. Each pair gives a ratio; the table reports the median ratio and its spread (min..max),
 so a burst of load on the machine moves one pair, not the verdict.
 
+Few steps are spent outside the pairs, so that the slow CPU configs (seconds a step) fit in
+minutes: each side runs one untimed warm-up step, then one timed step that sizes its windows; a
+loop whose step fills a window keeps one-step windows, a faster one is probed once more. gand's
+side is one `train()` per comparison, paused inside its per-step hook while the reference runs
+(GandLoop), so its windows time its loop as it runs, metric flushes included, and no end-of-run
+checkpoint or sample grid falls inside a window.
+
 gand runs with its automatic fast paths (gand/engine/fastpath.py: precision, channels_last,
 compile, fused optimizers), and on a GPU also with the alternative choice, so that every
 automatic choice is backed by a figure in the same table. Where gand picks bf16 the reference is
@@ -36,7 +43,7 @@ from argparse import Namespace
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Generator, Optional, TypeVar
 
 import torch
 
@@ -45,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(os.environ.get("GAND_REFERENCE_LOOPS",
                                 ROOT.parent / "shared" / "bench" / "reference_loops.py"))
 MNIST = ROOT / "tests" / "data" / "mnist"  # gand's own copy; only the reference loops are shared
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ GPU_CONFIGS = ",".join(CONFIGS)
 
 
 def sync_for(device: torch.device) -> Callable[[], None]:
-    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 # -- the reference loop, built in this process -------------------------------------------------
@@ -116,6 +124,7 @@ class ReferenceLoop:
         self.step = reference_step(ref, cfg, device, precision, data)
         self.sync = sync_for(device)
         self.label = f"reference {precision}" + (" (PIL DataLoader)" if data == "pil" else "")
+        self.warm = False  # its warm-up step is run once, by its first comparison
 
     def window(self, k: int) -> float:
         """Seconds per step over k steps."""
@@ -154,15 +163,32 @@ def data_spec(cfg: Config, tmp: Path) -> str:
 
 
 class GandLoop:
+    """gand's loop as a job runs it: `train()` with its batched metric flush and its per-step
+    checks, for as long as a whole comparison lasts.
+
+    `drive(schedule)` runs ONE train() per comparison, with a total of steps it never reaches,
+    in the calling thread. The schedule (a generator, see `pairs`) runs the reference's windows
+    itself and yields how many steps it wants of gand; train()'s `tick` hook, called after
+    every step, counts them, syncs the device at the last one and sends the seconds per step
+    back, and the schedule runs on inside that tick until it wants gand again. When the
+    schedule is done, tick answers "cancel" and train() stops as a cancelled job does (its
+    final checkpoint copy, off the clock). So no end-of-run checkpoint or sample grid falls in a
+    window, and no second thread runs torch: with gand's loop in a thread of its own (a second
+    OpenMP pool), ring8-gan's steps took 3.9 ms instead of 1.6 ms on both threads of this
+    2-core machine, at 2 torch threads.
+    """
+
     def __init__(self, cfg: Config, device: torch.device, tmp: Path, fast: tuple[str, ...] = ()):
         from gand import plugins
         from gand.engine.trainer import Run
+        from gand.jobs.config import MAX_STEPS
         from gand.jobspec import build_config
 
         reg = plugins.load()
         config = build_config(reg, variant=cfg.variant, loss=cfg.loss, data=data_spec(cfg, tmp),
-                              steps=10, batch_size=cfg.batch, sets=list(cfg.sets) + list(fast),
-                              seed=0, device=str(device), checkpoint_every=0, sample_every=0)
+                              steps=MAX_STEPS, batch_size=cfg.batch,
+                              sets=list(cfg.sets) + list(fast), seed=0, device=str(device),
+                              checkpoint_every=0, sample_every=0)
         self.run = Run.build(config, reg)
         self.sync = sync_for(device)
         self.dir = tmp / f"run-{cfg.name}-{cfg.batch}-{'-'.join(fast) or 'auto'}"
@@ -172,53 +198,100 @@ class GandLoop:
                       f"{' channels_last' if rt.channels_last else ''}"
                       f"{' compile' if rt.compile else ''} optim={rt.optim_impl}")
 
-    def window(self, k: int) -> float:
-        """Seconds per step over k-2 steps of train(): timed from the end of its first step to
-        the end of its next-to-last, so the end-of-run checkpoint and sample grid stay out."""
+    def drive(self, schedule: Generator[int, float, T]) -> T:
+        """Runs train() while `schedule` wants gand's steps; returns what the schedule returns.
+
+        Each window is timed from tick's return (the order to go on) to the tick after its
+        k-th step; the first one also holds train()'s start."""
         from gand.engine.trainer import Hooks, train
 
-        k = max(k, 3)
-        start, marks = self.step, {}
+        left, k, t0, done = 0, 0, 0.0, []
 
-        def tick(step: int):
-            if step in (start + 1, start + k - 1):
-                self.sync()
-                marks[step] = time.perf_counter()
+        def start(n: int) -> None:
+            nonlocal left, k, t0
+            if n < 1:
+                raise ValueError(f"a window needs at least one step, not {n}")
+            self.sync()
+            left, k, t0 = n, n, time.perf_counter()
+
+        def tick(step: int) -> Optional[str]:
+            nonlocal left
+            left -= 1
+            if left > 0:
+                return None
+            self.sync()
+            per = (time.perf_counter() - t0) / k
+            try:
+                start(schedule.send(per))
+            except StopIteration as end:
+                done.append(end.value)
+                return "cancel"
             return None
 
-        self.run.config = self.run.config.with_steps(start + k)
-        train(self.run, self.dir, Hooks(tick=tick), start_step=start)
-        self.step = start + k
-        return (marks[start + k - 1] - marks[start + 1]) / (k - 2)
+        try:
+            start(next(schedule))
+            outcome = train(self.run, self.dir, Hooks(tick=tick), start_step=self.step)
+        finally:
+            schedule.close()  # a no-op when it finished; else its reference stops there too
+        self.step = outcome.step
+        if not done:
+            raise RuntimeError(f"gand's train() ended ({outcome.reason}) before the comparison")
+        return done[0]
 
 
 # -- pairs -------------------------------------------------------------------------------------
 
-def steps_for(loop, window_s: float) -> int:
-    """Steps that take about window_s, from a short probe (which also warms the loop up).
-
-    gand's window needs 3 steps (it times the middle ones); the reference's can be 1, which
-    keeps the slow configs of a CPU (seconds a step) inside the benchmark's time."""
-    least = 3 if isinstance(loop, GandLoop) else 1
-    per = loop.window(3)
-    if per < window_s:  # a second probe: the first paid for start-up (compilation, caches)
-        per = loop.window(3)
-    return max(least, min(100_000, int(window_s / max(per, 1e-6))))
+def window(loop, k: int) -> Generator[int, float, float]:
+    """Seconds per step over k steps of `loop`, inside a schedule: the reference's windows run
+    here; gand's are yielded to GandLoop.drive, which sends back their time."""
+    if isinstance(loop, GandLoop):
+        return (yield k)
+    return loop.window(k)
 
 
-def pairs(a, b, window_s: float, n: int) -> dict:
-    """n alternating timing windows of loops a and b; b's speed over a's per pair."""
-    ka, kb = steps_for(a, window_s), steps_for(b, window_s)
+def steps_for(loop, window_s: float, one: float) -> Generator[int, float, int]:
+    """Steps that take about window_s, given one warm step's time.
+
+    A loop whose one step already fills a window runs one step a window: the slow configs of a
+    CPU (seconds a step) are timed in single steps and probed no further. A faster one is
+    probed once more, over about a quarter of a window, for a steadier estimate."""
+    if one >= window_s:
+        return 1
+    per = yield from window(loop, max(1, min(100_000, int(0.25 * window_s / max(one, 1e-6)))))
+    return max(1, min(100_000, int(window_s / max(per, 1e-6))))
+
+
+def pair_schedule(a, b, window_s: float, n: int) -> Generator[int, float, dict]:
+    """n alternating timing windows of loops a and b, a first in even pairs and b first in odd
+    ones; b's speed over a's per pair."""
+    for loop in (a, b):
+        # One untimed step: first-use costs (allocations, kernel choice, compilation) and, for
+        # gand, train()'s start stay out of every figure.
+        if isinstance(loop, GandLoop) or not loop.warm:
+            yield from window(loop, 1)
+            loop.warm = True
+    # One timed step each, to size the windows. Not a pair: a reference's second step can
+    # still be ~20% slower than its later ones (dcgan64 here), which would favour gand.
+    one_a = yield from window(a, 1)
+    one_b = yield from window(b, 1)
+    ka = yield from steps_for(a, window_s, one_a)
+    kb = yield from steps_for(b, window_s, one_b)
     ta, tb = [], []
     for i in range(n):
         order = ((a, ka, ta), (b, kb, tb)) if i % 2 == 0 else ((b, kb, tb), (a, ka, ta))
         for loop, k, out in order:
-            out.append(loop.window(k))
+            out.append((yield from window(loop, k)))
     ratios = sorted(x / y for x, y in zip(ta, tb))
     return {"ratio_median": round(statistics.median(ratios), 3),
             "ratio_min": round(ratios[0], 3), "ratio_max": round(ratios[-1], 3),
             "a_step_ms": round(1000 * statistics.median(ta), 3),
-            "b_step_ms": round(1000 * statistics.median(tb), 3)}
+            "b_step_ms": round(1000 * statistics.median(tb), 3),
+            "a_steps": ka, "b_steps": kb}
+
+
+def pairs(reference: ReferenceLoop, gand: GandLoop, window_s: float, n: int) -> dict:
+    """The comparison of one reference loop with one of gand's, in one train() of gand's."""
+    return gand.drive(pair_schedule(reference, gand, window_s, n))
 
 
 def compare(ref_mod, name: str, device: torch.device, tmp: Path, window_s: float, n: int,
@@ -254,6 +327,7 @@ def compare(ref_mod, name: str, device: torch.device, tmp: Path, window_s: float
                    "reference_img_per_s": round(cfg.batch / (p["a_step_ms"] / 1000), 1),
                    "gand_img_per_s": round(cfg.batch / (p["b_step_ms"] / 1000), 1),
                    "reference_step_ms": p["a_step_ms"], "gand_step_ms": p["b_step_ms"],
+                   "steps_per_window": [p["a_steps"], p["b_steps"]],
                    "pairs": n, "seconds": round(time.monotonic() - t0, 1)}
             if g is gand_auto:
                 row["runtime"] = rt.to_dict()
