@@ -4,7 +4,8 @@
 # measure its mode coverage, generate samples.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export GAND_HOME="${GAND_HOME:-$HOME/.gand}"
-# gan's defaults for ring8 (docs/quality.md): EMA of G, PacGAN packing, lr decay at the end.
+# gan's defaults for ring8 (docs/quality.md): a mixture of 32 generators, EMA of G, PacGAN
+# packing, lr decay at the end.
 # `--preset lecture` instead shows the lecture's recipe collapsing.
 JOB=$(gand submit gan --data ring8 --name demo "$@")
 gand worker --burst --loglevel WARNING 2>"$GAND_HOME/demo-worker.log" &

@@ -121,8 +121,9 @@ class GAN(AdversarialVariant, SupportsADA, SupportsDTricks):
 
     def networks(self, info: DataInfo, options):
         image = info.kind == "image"
+        # .get: a job recorded before the option existed has one plain G.
         G = MLPGenerator(options["nz"], options["hidden"], options["layers"], info.shape, image,
-                         options["components"])
+                         options.get("components", 0))
         D = MLPDiscriminator(options["hidden"], options["layers"], info.shape)
         return G, D
 
