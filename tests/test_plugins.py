@@ -419,7 +419,7 @@ def test_plugins_options_lists_every_set_key_with_the_recipe_for_the_data(gand_i
         assert key in rows, key
     assert rows["pack"]["from"] == "engine" and rows["components"]["from"] == "variant gan"
     assert rows["label_smoothing"]["from"] == "loss bce"
-    assert rows["components"]["default"] == 0 and rows["components"]["recipe"] == 75
+    assert rows["components"]["default"] == 0 and rows["components"]["recipe"] == 100
     assert out["recipe_steps"] == 20000 and "recipe" not in rows["mbstd"]
     assert rows["d_norm"]["limits"] == ["one of none, spectral"]
     text = gand_inprocess.ok("plugins", "options", "gan", "--loss", "hinge")
