@@ -71,6 +71,40 @@ def test_to_host_is_a_detached_copy_keeping_types():
     assert ckpt.to_host(cl).is_contiguous(memory_format=torch.channels_last)
 
 
+def test_to_host_into_an_earlier_copy_refills_what_matches():
+    state = {"w": torch.ones(3), "pool": [torch.zeros(2)], "grown": torch.ones(2, 2)}
+    first = ckpt.to_host(state)
+    state["w"].add_(1)
+    state["pool"].append(torch.ones(4))  # an image pool filling up
+    state["grown"] = torch.ones(3, 2)  # a shape that changed
+    second = ckpt.to_host(state, into=first)
+    assert second["w"] is first["w"] and torch.equal(second["w"], torch.full((3,), 2.0))
+    assert second["pool"][0] is first["pool"][0] and torch.equal(second["pool"][1], torch.ones(4))
+    assert second["grown"] is not first["grown"] and second["grown"].shape == (3, 2)
+    assert second["pool"] is not first["pool"] and second is not first  # containers are new
+
+
+def test_each_checkpoint_refills_the_written_one_and_holds_its_own_step(registry, tmp_path):
+    """From the second checkpoint on, the loop copies into the host buffers of the previous,
+    written one (no allocation in the pause), and each write still sees the state of its step."""
+    buffers, values = [], []
+
+    def write(step: int, state: dict) -> None:
+        tensors = flat(state)
+        buffers.append({k: v.data_ptr() for k, v in tensors.items()})
+        values.append({k: v.clone() for k, v in tensors.items()})
+
+    train(ring8(registry, 30, 10), tmp_path, Hooks(checkpoint=write))
+    assert len(buffers) == 3 and buffers[0] == buffers[1] == buffers[2]
+    shorter = []
+    train(ring8(registry, 20, 10), tmp_path / "shorter",
+          Hooks(checkpoint=lambda step, state: shorter.append(
+              {k: v.clone() for k, v in flat(state).items()})))
+    for k, v in shorter[1].items():  # step 20, alone and in the longer run
+        assert torch.equal(v, values[1][k]), k
+    assert any(not torch.equal(values[0][k], values[1][k]) for k in values[0] if "/nets/" in k)
+
+
 def test_background_checkpoints_hold_the_state_of_their_step_one_at_a_time(registry, tmp_path):
     """Each write is slower than the steps between checkpoints: the loop trains on meanwhile,
     yet every checkpoint is exactly the state of its step, written one at a time and in order,

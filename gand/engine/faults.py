@@ -90,9 +90,10 @@ def torn_write_due(path: Path) -> bool:
     return path.name.startswith(prefix) and not any(path.parent.glob(f".{prefix}*.tmp"))
 
 
-def die_mid_write(f: BinaryIO, part: memoryview) -> None:
+def die_mid_write(f: BinaryIO, parts: list) -> None:
     """Writes the first part of a checkpoint for real, then dies as a power cut would."""
-    f.write(part)
+    for part in parts:
+        f.write(part)
     f.flush()
     os.fsync(f.fileno())
     os.kill(os.getpid(), signal.SIGKILL)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,9 @@ class Hooks:
     # A batch of (step, key, value) rows and the step reached.
     report: Callable[[list[tuple[int, str, float]], int], None] = lambda rows, step: None
     # The training state at a step, to write and record (the worker names the file after its
-    # lease's epoch and writes it only while the lease holds).
+    # lease's epoch and writes it only while the lease holds). Called in a background thread
+    # with a host copy whose buffers the next checkpoint refills: a hook that keeps the whole
+    # state is noticed (the next copy is allocated anew), one that keeps a part must copy it.
     checkpoint: Callable[[int, dict[str, Any]], None] = lambda step, state: None
     artifact: Callable[[str, Path, int], None] = lambda kind, path, step: None
     # Called with the step after that step's checkpoint, every `eval.every` steps and at the end.
@@ -216,12 +219,20 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
         last_flush, flushed_step = now, step
         hooks.report(rows, step)
 
+    host: list[Any] = [None]  # the previous checkpoint's host copy, refilled by the next one
+
     def save_checkpoint() -> None:
         # The loop pauses only for the previous write (if still running) and the copy to host
         # memory; serialising, hashing, writing and recording happen in the background.
         t0 = time.perf_counter()
         writer.wait()  # never two in flight; a failed write is raised here
-        writer.start(step, ckpt.to_host(run.state(step)))  # one synchronisation
+        # Once written, the previous copy is refilled rather than allocated anew — unless a
+        # hook kept it (then this list and getrefcount's argument are not its only holders).
+        reuse = host[0] if sys.getrefcount(host[0]) == 2 else None
+        host[0] = None
+        host[0] = ckpt.to_host(run.state(step), into=reuse)  # one synchronisation
+        del reuse
+        writer.start(step, host[0])
         writer.note(step, "ckpt_pause_ms", (time.perf_counter() - t0) * 1000)
 
     def last_checkpoint() -> None:
