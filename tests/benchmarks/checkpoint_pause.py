@@ -6,17 +6,27 @@
 
 For each config it reports, in milliseconds (medians):
 
-- pause_ms: what the loop's own `ckpt_pause_ms` metric says it was blocked per checkpoint in
+- pause_ms: what the loop's own `ckpt_pause_ms` metric says it was blocked per checkpoint (the
+  median from the second on; pause_first_ms: the first, which allocates its host copy) in
   a real run of gand's loop (gand.engine.trainer.train) with background checkpoints, each
-  written as the worker writes it (torch.save, sha256, temp file, fsync, rename); the store row
-  is left out (one small transaction);
-- copy_ms: the device-to-host copy of the checkpoint state alone (ckpt.to_host(run.state()));
+  written as the worker writes it (gand.engine.checkpoint.save: torch's file format, sha256,
+  temp file, fsync, rename); the store row is left out (one small transaction);
+- copy_ms: the device-to-host copy of the checkpoint state alone into new host memory
+  (ckpt.to_host(run.state())), the goal's yardstick; each timed right after a step, as in the
+  loop, where a step takes under 0.5 s;
+- refill_ms: the same copy into the buffers of an earlier copy, as the loop makes it from its
+  second checkpoint on (no allocation, no page faults, no pinning): the floor of the pause;
 - sync_save_ms: a plain synchronous save of the live state, the way the loop paused before
-  (non-finite weight check, torch.save, sha256, fsynced write);
+  checkpoints went to the background (non-finite weight check, save, sha256, fsynced write);
 - write_ms: the background write's time (`ckpt_write_ms`), which training now overlaps;
 - step_ms and loop_step_ms: a step without checkpoints, and a step of the checkpointing run
   while a write runs beside it, its pause taken out (what a background write costs the steps
-  it overlaps: CPU cores or, on a GPU, the interpreter lock).
+  it overlaps: CPU cores or, on a GPU, the interpreter lock);
+- python_share_gand and python_share_torch_save: the pace a pure-Python loop keeps (1.0: all of
+  it) while another thread writes this checkpoint over and over, with gand's writer
+  (gand.engine.torchfile: tensor bytes hashed and written with the lock released) and with
+  `torch.save` into memory as before (which holds the lock while it copies the bytes). On a GPU
+  the training thread is such a loop: it launches kernels.
 
 Checkpoints are spaced so that each write can finish before the next checkpoint (1.5 times
 the synchronous save's time apart, in steps); closer ones would also wait for the previous
@@ -57,11 +67,11 @@ def _rgb_folder(tmp: Path, size: int, n: int, name: str) -> str:
 
 
 def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoints: int = 4,
-            repeats: int = 3) -> dict:
+            repeats: int = 5) -> dict:
     """The pause per checkpoint for one config on one device; a flat dict (times in ms).
 
     `checkpoints` (at least 2) are taken in one run of the loop. On a CPU, CycleGAN 256 takes
-    tens of seconds a step: with checkpoints=2 it needs about 4 steps and one sample grid.
+    10-30 s a step: with checkpoints=3 it needs about 5 steps and one sample grid.
     """
     checkpoints = max(2, checkpoints)
     import torch
@@ -108,11 +118,26 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
             ckpt.save(folder / "sync.pt", run.state(step))
 
         steps(1)  # warm-up: first-use costs, and the optimizers' state is allocated
-        copy_ms = statistics.median(timed(lambda: ckpt.to_host(run.state(step)))
-                                    for _ in range(repeats))
-        sync_ms = statistics.median(timed(sync_save) for _ in range(repeats))
-        nbytes = (folder / "sync.pt").stat().st_size
         one_ms = timed(lambda: run.variant.train_step(run.models, run.loss, run.context(step)))
+
+        def after_a_step(fn) -> float:
+            # In the loop the copy follows a step, which leaves the caches full of its own
+            # tensors: so does each timed copy here, where a step is cheap enough.
+            if one_ms < 500:
+                run.variant.train_step(run.models, run.loss, run.context(step))
+            return timed(fn)
+
+        host = ckpt.to_host(run.state(step))
+        copy_ms = statistics.median(after_a_step(lambda: ckpt.to_host(run.state(step)))
+                                    for _ in range(repeats))
+        refill_ms = statistics.median(
+            after_a_step(lambda: ckpt.to_host(run.state(step), into=host)) for _ in range(repeats))
+        sync_ms = statistics.median(timed(sync_save) for _ in range(repeats))
+        shares = python_shares({"gand": lambda: ckpt.save(folder / "share.pt", host),
+                                "torch_save": lambda: torch_save_write(folder / "share.pt", host)},
+                               seconds=max(1.0, 2 * sync_ms / 1000))
+        del host
+        nbytes = (folder / "sync.pt").stat().st_size
         if one_ms < 500:
             # A step: 2K steps less K steps, so each run's end (its final host copy and sample
             # grid) cancels out. A slow step (CycleGAN 256 on a CPU) is timed once instead.
@@ -142,24 +167,85 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
         first = step
         steps(every * checkpoints, every, Hooks(checkpoint=write, report=report))
         pause_at = {s: v for s, key, v in rows if key == "ckpt_pause_ms"}
-        pauses = list(pause_at.values())
+        pauses = [pause_at[s] for s in sorted(pause_at)]
         writes = [v for _, key, v in rows if key == "ckpt_write_ms"]
         marks = [s for s in sorted(flushed) if s > first]
         # Steps while a write runs beside them: from one checkpoint to the next, less its pause.
         between = [((flushed[b] - flushed[a]) * 1000 - pause_at.get(a, 0.0)) / (b - a)
                    for a, b in zip(marks, marks[1:])]
         loop_step_ms = statistics.median(between) if between else None
-    pause = statistics.median(pauses)
+    # The first checkpoint allocates (and on CUDA pins) its host copy; later ones refill it.
+    pause = statistics.median(pauses[1:])
     return {"config": variant_config, "device": str(run.device), "batch_size": bs,
             "checkpoint_mb": round(nbytes / 2**20, 1), "checkpoints": len(pauses),
             "steps_between": every, "pause_ms": round(pause, 1),
-            "pause_max_ms": round(max(pauses), 1), "copy_ms": round(copy_ms, 1),
+            "pause_first_ms": round(pauses[0], 1), "pause_max_ms": round(max(pauses[1:]), 1),
+            "copy_ms": round(copy_ms, 1),
+            "refill_ms": round(refill_ms, 1),
             "sync_save_ms": round(sync_ms, 1), "write_ms": round(statistics.median(writes), 1),
             "step_ms": round(step_ms, 2),
             "loop_step_ms": round(loop_step_ms, 2) if loop_step_ms is not None else None,
             "pause_vs_copy": round(pause / copy_ms, 2) if copy_ms else None,
             "pause_vs_sync_save": round(pause / sync_ms, 3),
+            "python_share_gand": round(shares["gand"], 2),
+            "python_share_torch_save": round(shares["torch_save"], 2),
             "load_1min": round(os.getloadavg()[0], 2)}
+
+
+def torch_save_write(path: Path, state: dict) -> None:
+    """How checkpoints were written before gand.engine.torchfile: torch.save into memory, then
+    the same hash, fsynced write and rename as gand's."""
+    import hashlib
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    hashlib.sha256(buf.getbuffer()).hexdigest()
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def python_shares(writers: dict[str, Callable[[], None]], seconds: float,
+                  pairs: int = 3) -> dict[str, float]:
+    """For each writer: the pace of a pure-Python loop while it writes over and over in another
+    thread, as a fraction of the loop's pace alone; timed in alternating windows of `seconds`,
+    the median of `pairs`."""
+    import threading
+
+    def spin(until: float) -> float:
+        n, t0 = 0, time.perf_counter()
+        while (t := time.perf_counter()) < until:
+            n += sum(range(50)) > 0
+        return n / (t - t0)
+
+    def beside(write: Callable[[], None]) -> float:
+        done = threading.Event()
+
+        def writer() -> None:
+            while not done.is_set():
+                write()
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        try:
+            pace = spin(time.perf_counter() + seconds)  # the writer writes all along
+        finally:
+            done.set()
+            thread.join()
+        return pace
+
+    ratios: dict[str, list[float]] = {name: [] for name in writers}
+    for _ in range(pairs):
+        for name, write in writers.items():
+            alone = spin(time.perf_counter() + seconds)
+            ratios[name].append(beside(write) / alone)
+    return {name: statistics.median(r) for name, r in ratios.items()}
 
 
 def main() -> None:
