@@ -1,5 +1,5 @@
-"""Checkpoints written off the step (gand/engine/checkpoint_writer.py), and the figures a job
-records about itself: checkpoint pauses and write times, peak memory, its first step.
+"""Checkpoints and sample grids written off the step (gand/engine/background.py), and the figures
+a job records about itself: checkpoint pauses and write times, peak memory, its first step.
 
 The loop copies its state to host memory and trains on while a background thread writes; these
 tests prove the copy is the state of its step, that a write is never doubled nor lost, that its
@@ -8,6 +8,7 @@ write leaves the previous checkpoint verified, and the job resumes from it and c
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -148,6 +149,45 @@ def test_background_checkpoints_hold_the_state_of_their_step_one_at_a_time(regis
         assert sorted(s for s, k, _ in rows if k == key) == [10, 20, 30], key
     assert all(v >= 250 for s, k, v in rows if k == "ckpt_write_ms")  # the write's own time
     assert batches[0] == {1}  # the first step is reported at once, alone
+
+
+def test_sample_grids_are_drawn_in_the_background_from_the_samples_of_their_step(registry,
+                                                                              tmp_path):
+    """The loop draws the samples and trains on; the plot, its PNG and its row come from
+    another thread, one at a time, and show the samples of their own step: the grid of step 10
+    of a 30-step run, whose recording is slower than 10 steps, is the file a 10-step run ends
+    with, byte for byte. The last grid is recorded before train() returns."""
+    recorded: list[tuple[int, str]] = []
+
+    def slow_artifact(kind: str, path: Path, step: int) -> None:
+        time.sleep(0.3)
+        recorded.append((step, threading.current_thread().name))
+
+    rows: list[tuple[int, str, float]] = []
+    cfg = build_config(registry, variant="gan", data="ring8", steps=30, seed=3, device="cpu",
+                       checkpoint_every=0, sample_every=10, batch_size=256, sets=["lr_decay=0"])
+    out = train(Run.build(cfg, registry), tmp_path / "long",
+                Hooks(artifact=slow_artifact, report=lambda batch, step: rows.extend(batch)))
+    assert out.reason == "completed" and [s for s, _ in recorded] == [10, 20, 30]
+    assert all(name == "gand-sample-writer" for _, name in recorded)
+    for key in ("samples_pause_ms", "samples_write_ms"):
+        assert sorted(s for s, k, _ in rows if k == key) == [10, 20, 30], key
+    short = dataclasses.replace(cfg, steps=10)
+    train(Run.build(short, registry), tmp_path / "short", Hooks())
+    grid = "samples/step_00000010.png"
+    assert (tmp_path / "long" / grid).read_bytes() == (tmp_path / "short" / grid).read_bytes()
+    assert (tmp_path / "long" / "samples/step_00000020.png").read_bytes() != \
+        (tmp_path / "short" / grid).read_bytes()
+
+
+def test_a_failed_sample_grid_fails_the_training(registry, tmp_path):
+    def full_disk(kind: str, path: Path, step: int) -> None:
+        raise CheckpointError(f"could not record {kind} at step {step}: No space left on device")
+
+    cfg = build_config(registry, variant="gan", data="ring8", steps=200, seed=3, device="cpu",
+                       checkpoint_every=0, sample_every=10, batch_size=256)
+    with pytest.raises(CheckpointError, match="samples at step 10: No space left"):
+        train(Run.build(cfg, registry), tmp_path, Hooks(artifact=full_disk))
 
 
 def test_a_failed_background_write_fails_the_training(registry, tmp_path):

@@ -39,14 +39,15 @@ def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: 
     With a mixture's `modes` and `std` (ring8, grid25), each mode gets the circle of radius
     3·std inside which a sample counts as high-quality for the coverage metric, and the legend
     says how many of the plotted samples fall inside one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # matplotlib's object API, not pyplot: the trainer draws these in a background thread, and
+    # pyplot's figure registry is shared by all threads.
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle
 
     path.parent.mkdir(parents=True, exist_ok=True)
     f, r = fake.detach().float().cpu().numpy(), real.detach().float().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
+    fig = Figure(figsize=(5, 5), dpi=80)
+    ax = fig.subplots()
     if f.shape[1] == 1:
         lo, hi = float(np.min([f.min(), r.min()])), float(np.max([f.max(), r.max()]))
         bins = np.linspace(lo, hi, 50)
@@ -61,10 +62,10 @@ def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: 
             inside = 100.0 * float((d <= HQ_STDS * std).mean())
             for i, (cx, cy) in enumerate(m):
                 # Drawn over the dots (zorder), so a crowded mode still shows its circle.
-                ax.add_patch(plt.Circle((cx, cy), HQ_STDS * std, fill=False, color="black",
-                                        linewidth=1.0, zorder=3,
-                                        label=(f"{HQ_STDS:g} std: {inside:.1f}% of generated "
-                                               f"inside" if i == 0 else None)))
+                ax.add_patch(Circle((cx, cy), HQ_STDS * std, fill=False, color="black",
+                                    linewidth=1.0, zorder=3,
+                                    label=(f"{HQ_STDS:g} std: {inside:.1f}% of generated "
+                                           f"inside" if i == 0 else None)))
         ax.set_aspect("equal")
     # Below the axes: inside, it would hide a mode of ring8 or grid25.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3, fontsize=7,
@@ -72,5 +73,4 @@ def save_vector_plot(fake: torch.Tensor, real: torch.Tensor, path: Path, title: 
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -12,8 +12,9 @@ storages themselves, and their CRC-32s patched into the local and central zip he
 hashlib and file writes all release the lock for large buffers. The result is the file
 `torch.save` writes — same records, same sizes, same CRCs — read by `torch.load` as ever.
 
-Where the skeleton is not what this expects (a torch that lays files out otherwise, zip64), the
-state is written by `torch.save` into memory instead: slower for the loop beside it, never wrong.
+Where the skeleton is not what this expects (a torch that lays files out otherwise, zip64, or
+no `skip_data`), the state is written by `torch.save` into memory instead: slower for the loop
+beside it, never wrong.
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def pieces(state: Any) -> list[Buffer]:
     """
     try:
         return _laid_out(state)
-    except LayoutError as e:
-        log.warning("checkpoint written by torch.save in memory (%s)", e)
+    except Exception as e:  # a layout it does not expect, or skip_data (a prototype) changed:
+        # torch.save then writes the file, or raises its own error for a state it cannot save.
+        log.warning("checkpoint written by torch.save in memory (%s: %s)", type(e).__name__, e)
         buf = io.BytesIO()
         torch.save(state, buf)
         return [buf.getbuffer()]

@@ -1,10 +1,11 @@
-"""Writing checkpoints off the step: the loop copies its state to host memory and goes on training
-while a background thread serialises, hashes, writes and records it.
+"""Writing off the step: the loop copies what it must write (its state for a checkpoint, the
+generated images for a sample grid) to host memory and goes on training while a background
+thread serialises, renders, hashes, writes and records it.
 
-Bounded to one write in flight: the next checkpoint waits for the previous one, so at most one
-host copy of the state exists besides the live one. An error in the background (a full disk, a
-lost lease) is raised in the training thread — at its next step, next checkpoint or at the end —
-so the job fails, or stops writing, exactly as it did when the write was synchronous.
+Bounded to one write in flight per writer: the next checkpoint waits for the previous one, so at
+most one host copy of the state exists besides the live one. An error in the background (a full
+disk, a lost lease) is raised in the training thread — at its next step, next checkpoint or at
+the end — so the job fails, or stops writing, exactly as it did when the write was synchronous.
 """
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from typing import Any, Callable, Optional
 log = logging.getLogger("gand.engine")
 
 
-class CheckpointWriter:
-    """Runs `write(step, host_state)` in a background thread, one call at a time.
+class BackgroundWriter:
+    """Runs `write(step, host_copy)` in a background thread, one call at a time, and notes how
+    long each took as the metric `timing` (e.g. ckpt_write_ms).
 
-    The thread is started with the first checkpoint and kept until `close()`: handing it a
-    checkpoint is a queue put, so the loop never waits for a thread to be scheduled.
+    The thread is started with the first write and kept until `close()`: handing it one is a
+    queue put, so the loop never waits for a thread to be scheduled.
     """
 
-    def __init__(self, write: Callable[[int, dict[str, Any]], None]):
+    def __init__(self, write: Callable[[int, Any], None], name: str, timing: str):
         self._write = write
+        self._name, self._timing = name, timing
         self._thread: Optional[threading.Thread] = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._idle = threading.Event()
@@ -38,11 +41,11 @@ class CheckpointWriter:
     def busy(self) -> bool:
         return not self._idle.is_set()
 
-    def start(self, step: int, state: dict[str, Any]) -> None:
+    def start(self, step: int, state: Any) -> None:
         """Writes `state` (a host copy nobody else changes) in the background."""
         self.wait()  # never two in flight (the caller waited already; this makes it a rule)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="gand-checkpoint-writer",
+            self._thread = threading.Thread(target=self._serve, name=self._name,
                                             daemon=True)
             self._thread.start()
         self._idle.clear()
@@ -55,7 +58,7 @@ class CheckpointWriter:
             t0 = time.perf_counter()
             try:
                 self._write(step, state)
-                self.note(step, "ckpt_write_ms", (time.perf_counter() - t0) * 1000)
+                self.note(step, self._timing, (time.perf_counter() - t0) * 1000)
             except BaseException as e:  # handed to the training thread, which decides
                 self._error = e
             finally:
