@@ -379,15 +379,24 @@ def main() -> None:
     print(json.dumps(report["machine"]), flush=True)
     sys.path.insert(0, str(Path(__file__).parent))
     started = time.monotonic()
+
+    def save() -> None:
+        # After every config too: a run cut short by a device lease's time limit keeps its rows.
+        report["seconds"] = round(time.monotonic() - started, 1)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
+
     ref_mod = load_reference()
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             report["loops"] += compare(ref_mod, name, device, Path(tmp), window, args.pairs,
                                        not args.no_alternatives)
+            save()
     if not args.no_latency:
         for broker in ("filesystem", "redis"):
             report[f"latency_{broker}"] = optional("latency", broker, jobs=20)
             print(json.dumps({f"latency_{broker}": report[f"latency_{broker}"]}), flush=True)
+            save()
     # CycleGAN 256, whose checkpoint carries its two 50-image pools, is the case; on a
     # 2-core CPU its steps take 10-30 s, so there it runs with 3 checkpoints (2-3 minutes)
     # and mnist-dcgan shows checkpoints between quick steps.
@@ -397,10 +406,8 @@ def main() -> None:
         report["checkpoint_pause"] = [optional("checkpoint_pause", config, str(device), n)
                                       for config, n in pauses]
         print(json.dumps({"checkpoint_pause": report["checkpoint_pause"]}), flush=True)
-    report["seconds"] = round(time.monotonic() - started, 1)
+    save()
     print(json.dumps(report), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
