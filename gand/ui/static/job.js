@@ -8,7 +8,8 @@
   const RATE = "img_per_s";
   // What a job records about its machinery (checkpoint pauses, peak memory): not losses, and
   // hundreds of ms or MB would flatten the loss chart; the header shows the memory peaks.
-  const SYSTEM = new Set([RATE, "ckpt_pause_ms", "ckpt_write_ms", "peak_rss_mb", "peak_gpu_mb"]);
+  const SYSTEM = new Set([RATE, "ckpt_pause_ms", "ckpt_write_ms", "samples_pause_ms",
+                          "samples_write_ms", "peak_rss_mb", "peak_gpu_mb"]);
   const CANCELLABLE = new Set(["queued", "running"]);
   const RESUMABLE = new Set(["succeeded", "failed", "cancelled"]);
 
