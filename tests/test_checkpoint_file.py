@@ -98,6 +98,23 @@ def test_the_file_is_torch_saves_record_for_record(tmp_path):
     assert back["again"] is back["base"]
 
 
+def test_the_tensor_bytes_are_written_from_the_tensors_themselves():
+    """What lets a write leave the interpreter lock to the training thread: torch.save no longer
+    copies the tensors' bytes (under the lock); each one reaches hashlib and the file as a view
+    of its own storage, and only the skeleton (headers, pickled structure) is gand's bytes."""
+    import ctypes
+
+    state = {"a": torch.randn(256, 256), "b": [torch.randn(1000)], "c": torch.randn(3)}
+    parts = torchfile.pieces(state)
+    at = {ctypes.addressof(ctypes.c_char.from_buffer(p)): len(p)
+          for p in parts if isinstance(p, memoryview)}
+    for t in (state["a"], state["b"][0], state["c"]):
+        assert at.get(t.data_ptr()) == t.untyped_storage().nbytes()
+    tensor_bytes = sum(t.untyped_storage().nbytes() for t in (state["a"], state["b"][0],
+                                                            state["c"]))
+    assert sum(len(p) for p in parts) - tensor_bytes < 4096  # the skeleton
+
+
 @pytest.mark.parametrize("variant,data,extra", [
     ("gan", "ring8", []),
     ("dcgan", "mnist:tests/data/mnist", ["ema=0.999"]),
