@@ -150,7 +150,7 @@ def test_an_unexpected_layout_falls_back_to_torch_save(tmp_path, caplog, monkeyp
     count = torchfile._storages_in_save_order
     monkeypatch.setattr(torchfile, "_storages_in_save_order", lambda state: count(state)[:-1])
     state = odd_state()
-    with caplog.at_level(logging.WARNING, logger="gand.engine"):
+    with caplog.at_level(logging.DEBUG, logger="gand.engine"):  # a warning once, then debug
         blob = gand_file(tmp_path, state)
     assert "written by torch.save in memory" in caplog.text
     assert records(blob) == records(torch_file(state))
