@@ -5,4 +5,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$ROOT/deploy/services.sh"
 bash "$ROOT/deploy/browser.sh"
 cd "$ROOT"
-exec python -m pytest -q "$@"
+# The slowest tests are listed at the end, so that a suite creeping past its budget shows where.
+exec python -m pytest -q --durations=15 "$@"
