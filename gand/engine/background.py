@@ -37,10 +37,6 @@ class BackgroundWriter:
         self._rows: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
 
-    @property
-    def busy(self) -> bool:
-        return not self._idle.is_set()
-
     def start(self, step: int, state: Any) -> None:
         """Writes `state` (a host copy nobody else changes) in the background."""
         self.wait()  # never two in flight (the caller waited already; this makes it a rule)
@@ -83,8 +79,7 @@ class BackgroundWriter:
         try:
             self.wait()
         except BaseException as e:
-            log.warning("background checkpoint write failed as well: %s: %s",
-                        type(e).__name__, e)
+            log.warning("%s failed as well: %s: %s", self._name, type(e).__name__, e)
 
     def close(self) -> None:
         """Ends the thread once the write in flight is done (its error stays to be raised)."""

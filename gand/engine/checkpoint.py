@@ -39,8 +39,6 @@ def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:
     # (gand.engine.torchfile): the training thread beside this write keeps its pace.
     parts = torchfile.pieces(state)
     digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
     size = sum(len(part) for part in parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     torn = faults.torn_write_due(path)  # tests only: die half-way through this file
@@ -49,7 +47,8 @@ def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:
         with open(tmp, "wb") as f:
             if torn:
                 faults.die_mid_write(f, _head(parts, size // 2))
-            for part in parts:
+            for part in parts:  # hashed as written: one pass over each part, still warm
+                digest.update(part)
                 f.write(part)
             f.flush()
             os.fsync(f.fileno())

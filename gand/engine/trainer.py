@@ -11,6 +11,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -174,15 +175,8 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
             raise Diverged(step, bad)
         hooks.checkpoint(step, state)
 
-    def render(step: int, grid: tuple) -> None:
-        kind, path, *tensors = grid
-        if kind == "vector":
-            fake, real, extra = tensors
-            samples.save_vector_plot(fake, real, path, f"step {step}", modes=extra.get("modes"),
-                                     std=extra.get("std"))
-        else:
-            samples.save_grid(tensors[0], path)
-        hooks.artifact("samples", path, step)
+    def render(step: int, draw: Callable[[], Path]) -> None:
+        hooks.artifact("samples", draw(), step)
 
     writer = BackgroundWriter(write, "gand-checkpoint-writer", "ckpt_write_ms")
     grids = BackgroundWriter(render, "gand-sample-writer", "samples_write_ms")
@@ -244,7 +238,6 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
         # Once written, the previous copy is refilled rather than allocated anew — unless a
         # hook kept it (then this list and getrefcount's argument are not its only holders).
         reuse = host[0] if sys.getrefcount(host[0]) == 2 else None
-        host[0] = None
         host[0] = ckpt.to_host(run.state(step), into=reuse)  # one synchronisation
         del reuse
         writer.start(step, host[0])
@@ -266,11 +259,13 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
         t0 = time.perf_counter()
         path = run_dir / "samples" / f"step_{step:08d}{'-' + hooks.tag if hooks.tag else ''}.png"
         if run.data and run.data[0].info.kind == "vector":
-            grid: tuple = ("vector", path, run.fixed_samples(1000).detach().cpu(),
-                           run.data[0].sample(1000).x.detach().cpu(), run.data[0].info.extra)
+            extra = run.data[0].info.extra
+            draw = partial(samples.save_vector_plot, run.fixed_samples(1000).detach().cpu(),
+                           run.data[0].sample(1000).x.detach().cpu(), path, f"step {step}",
+                           modes=extra.get("modes"), std=extra.get("std"))
         else:
-            grid = ("images", path, run.fixed_samples().detach().cpu())
-        grids.start(step, grid)  # waits for the previous grid, if still being drawn
+            draw = partial(samples.save_grid, run.fixed_samples().detach().cpu(), path)
+        grids.start(step, draw)  # waits for the previous grid, if still being drawn
         grids.note(step, "samples_pause_ms", (time.perf_counter() - t0) * 1000)
 
     while step < total:
