@@ -25,7 +25,20 @@ from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT / "tests" / "data" / "mnist"  # gand's own copy of the MNIST test split
-REDIS_URL = os.environ.get("GAND_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def _redis_url() -> str:
+    url = os.environ.get("GAND_TEST_REDIS", "redis://127.0.0.1:6379/13")
+    # Under pytest-xdist each test process (gw0, gw1, ...) gets its own database number: a
+    # test empties its database before it starts, which must not touch another's.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        base, _, db = url.rpartition("/")
+        url = f"{base}/{(int(db or 0) + int(worker[2:])) % 16}"
+    return url
+
+
+REDIS_URL = _redis_url()
 PG_URL = os.environ.get("GAND_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 CLASSIFIER_FILE = "mnist_classifier.pt"
 

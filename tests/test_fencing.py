@@ -79,7 +79,8 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_after_the_takeover(gand, 
     total, every = 6000, 200
     job_id = gand_inprocess.json("submit", "gan", "--data", "ring8", "--steps", str(total),
                                  "--checkpoint-every", str(every), "--sample-every", "1000",
-                                 "--keep-checkpoints", "0", "--seed", "1")["id"]
+                                 "--keep-checkpoints", "0", "--seed", "1",
+                                 "--batch-size", "64")["id"]  # not the recipe's 2048
     store = store_for(g)
     a = g.worker(burst=False)
     a_name = f"gand-{a.pid}@"

@@ -51,7 +51,7 @@ def _run_on_a_terminal(args: list[str], env: dict, cwd, timeout: float) -> tuple
 
 def test_follow_on_a_terminal_shows_eta_rate_and_losses_then_plain_lines_when_piped(gand):
     job = gand.submit("gan", "--data", "ring8", "--steps", "3000", "--sample-every", "3000",
-                      "--checkpoint-every", "3000", "--seed", "3")
+                      "--checkpoint-every", "3000", "--seed", "3", "--batch-size", "64")
     gand.worker()
     code, raw = _run_on_a_terminal([sys.executable, "-m", "gand", "follow", job], gand.env,
                                    gand.home, timeout=300)

@@ -511,9 +511,9 @@ def test_password_tls_redis_restarted_during_a_job(gand, redis_server, tmp_path)
 
     gand.env["GAND_BROKER_URL"] = f"{base}?ssl_cert_reqs=required&ssl_ca_certs={cert}"
     assert "s3cret" not in cli(gand, "config")[1]
-    total = 1500
+    total = 4000  # at batch 64 (not the recipe's 2048), long enough to outlast the outage
     job_id = submit(gand, "gan", "--data", "ring8", "--steps", str(total), "--checkpoint-every", "500",
-                    "--sample-every", "0")
+                    "--sample-every", "0", "--batch-size", "64")
     worker = gand.worker()
     wait_job(gand, job_id, {"running"}, step_at_least=50, timeout=120)
     server.kill()

@@ -133,6 +133,9 @@ def run_one(queues: list[str], burst: bool, loglevel: str, max_jobs_per_child: i
         # worker registry). Celery's heartbeat publish also retries a dead broker forever inside
         # the consumer loop, where nothing (not even a burst stop) can end it.
         without_gossip=True, without_mingle=True, without_heartbeat=True,
+        # Celery's consumer looks whether to stop every 2 s; gand's every 0.2 s (a burst stop
+        # or an idle worker's shutdown then takes effect at once).
+        consumer_cls="gand_workers.consumer:Consumer",
     )
     try:
         worker.start()
