@@ -149,9 +149,9 @@ def fleet_log(g, queue: str) -> str:
 
 def test_sigkill_mid_job_is_recovered_automatically(gand):
     """SIGKILL the worker running a job: the other worker's reaper requeues it and runs it on."""
-    total = 800
+    total = 2000  # at batch 64 (not the ring8 recipe's 2048): 6 ms a step here
     job_id = submit(gand, "gan", "--data", "ring8", "--steps", str(total), "--checkpoint-every", "100",
-                    "--sample-every", "0")
+                    "--sample-every", "0", "--batch-size", "64")
     workers = [gand.worker(burst=False), gand.worker(burst=False)]
     job = wait_for(lambda: (j := show(gand, job_id))["checkpoints"] and j["status"] == "running"
                    and j, 120, "a first checkpoint")
@@ -256,10 +256,11 @@ def test_two_reapers_recover_a_job_once(gand, monkeypatch):
 # --- graceful shutdown and cancellation -------------------------------------------------------
 
 def test_sigterm_requeues_at_current_step_then_finishes(gand):
-    # Wide layers make each step slow enough that SIGTERM lands mid-job even on a fast machine.
-    total = 400
+    # Wide layers and enough steps that SIGTERM lands mid-job even on a fast machine; batch 64
+    # (not the ring8 recipe's 2048) keeps the steps the finisher trains after it cheap.
+    total = 2000
     job_id = submit(gand, "gan", "--data", "ring8", "--steps", str(total), "--checkpoint-every", "0",
-                    "--sample-every", "0", "--set", "hidden=256")
+                    "--sample-every", "0", "--set", "hidden=256", "--batch-size", "64")
     worker = gand.worker(burst=False)
     wait_job(gand, job_id, {"running"}, step_at_least=20, timeout=120)
     # The worker that will finish the job starts now, so its start-up overlaps the shutdown;
