@@ -104,6 +104,10 @@ def make_app(s: Optional[settings_mod.Settings] = None) -> "Celery":
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,  # gand's own one-line error must reach stderr as is
         worker_send_task_events=False,
+        # No remote control (pidbox): gand never broadcasts to workers (the database carries
+        # cancels and liveness), and every worker binding its pidbox queue to one shared
+        # fanout exchange raced at start on the filesystem broker (see declare()).
+        worker_enable_remote_control=False,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )
     return app
@@ -156,6 +160,24 @@ def enqueue(job_id: str, queue: str = DEFAULT_QUEUE, celery: Optional["Celery"] 
     except Exception as e:
         raise BrokerUnavailable(f"could not queue job {job_id} on {redact(celery.conf.broker_url)}: "
                                 f"{_one_line(e)}") from None
+
+
+def declare(queues: list[str], celery: Optional["Celery"] = None) -> None:
+    """Declares `queues` as a Celery worker does (each bound to a direct exchange of its name).
+
+    The supervisor does this before it starts its children at once: kombu's filesystem
+    transport creates an exchange's binding file by truncating it before it takes the lock,
+    so a child reading the file at that moment found it empty and died (JSONDecodeError,
+    "Unrecoverable error"). Declared once here, the children only read and append.
+    """
+    from kombu import Exchange, Queue
+
+    celery = celery or app()
+    with celery.connection_for_write(transport_options=QUICK) as conn:
+        conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT)
+        channel = conn.default_channel
+        for name in queues:
+            Queue(name, Exchange(name, type="direct"), routing_key=name, channel=channel).declare()
 
 
 def queue_length(queue: str, celery: Optional["Celery"] = None) -> int:

@@ -56,6 +56,12 @@ def test_one_child_per_gpu_slot_restarted_when_killed_and_drained_on_sigterm(gan
     for w in rows:
         (gpu,) = w["gpus"]
         assert gpu["uuid"] == envs[w["pid"]]["CUDA_VISIBLE_DEVICES"] and gpu["share"] == 0.5
+    # The children share no broker file they could race to create at start (kombu's
+    # filesystem transport truncates one before it locks it): the supervisor declared the
+    # queue before starting them, and no child has a remote-control (pidbox) queue.
+    control = g.home / "broker" / "control"
+    assert (control / "gand.exchange").exists()
+    assert not (control / "celery.pidbox.exchange").exists()
     # The supervisor itself never loaded torch (so it never touched CUDA).
     maps = Path(f"/proc/{supervisor.pid}/maps").read_text()
     assert "libtorch" not in maps and "libc10" not in maps

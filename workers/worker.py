@@ -87,6 +87,11 @@ def run(queues: list[str], concurrency: int = 1, burst: bool = False, loglevel: 
         from gand_workers import gpus as gpu_mod, supervisor
 
         chosen = gpu_mod.select(gpus or "none", gpu_mod.discover())
+        try:
+            queue.declare(queues)  # before the children start together: see queue.declare
+        except Exception as e:  # the broker is down: each child waits for it, and declares
+            log.warning("could not declare queues %s before starting the children: %s",
+                        ",".join(queues), e)
         args = ["--queues", ",".join(queues), "--loglevel", loglevel,
                 "--max-jobs-per-child", str(max_jobs_per_child)] + (["--burst"] if burst else [])
         return supervisor.supervise(args, supervisor.slots(chosen, jobs_per_gpu, concurrency),
