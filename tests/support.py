@@ -176,7 +176,12 @@ class InProcessCli:
         """Runs `gand ARGS` (with `env` added to the environment): (exit code, stdout, stderr)."""
         from gand.cli.main import main
 
+        from PIL import Image
+
         saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        # gand sets PIL's process-wide pixel limit from GAND_MAX_IMAGE_PIXELS: a test's low
+        # limit must not follow the next test in this process.
+        saved_pixels = Image.MAX_IMAGE_PIXELS
         os.environ.clear()
         os.environ.update({**self.gand.env, **(env or {})})
         out, err = io.StringIO(), io.StringIO()
@@ -194,6 +199,7 @@ class InProcessCli:
             os.environ.clear()
             os.environ.update(saved_env)
             os.chdir(saved_cwd)
+            Image.MAX_IMAGE_PIXELS = saved_pixels
         no_traceback(args, {**self.gand.env, **(env or {})}, out.getvalue(), err.getvalue())
         return code, out.getvalue(), err.getvalue()
 
