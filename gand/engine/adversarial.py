@@ -65,8 +65,11 @@ class AdversarialVariant(LatentSpace, Variant):
 
     def discriminate(self, D: nn.Module, x: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
         # Losses see a flat vector of logits/critic scores (float32 even under autocast).
-        out = D(x) if y is None else D(x, y)
-        return out.float().reshape(out.shape[0], -1).mean(1)
+        out = (D(x) if y is None else D(x, y)).float()
+        n = out.shape[0]
+        # One score per example (most Ds) is a view, free in both passes; a map of scores (a
+        # patch D) is averaged per example. (A mean over one value cost a ring8 step 3%.)
+        return out.reshape(n) if out.numel() == n else out.reshape(n, -1).mean(1)
 
     def train_step(self, models: Models, loss: Loss, ctx: StepContext) -> dict[str, torch.Tensor]:
         G, D = models.G, models.D
