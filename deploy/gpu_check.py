@@ -4,6 +4,8 @@
     bash deploy/gpu-check.sh            # on a GPU machine: under 8 minutes
     bash deploy/gpu-check.sh --dry      # anywhere: fake GPUs on the CPU, tiny jobs (plumbing)
 
+0. The tests that need CUDA (tests/test_cuda_graphs.py: a graphed step follows the eager loss
+   trajectory and resumes; a step that cannot be captured trains eagerly with a note).
 1. A CUDA job end to end through `gand worker --gpus all`: one MNIST DCGAN job per GPU, each
    on its own child (CUDA_VISIBLE_DEVICES by UUID); all must succeed on distinct slots.
 2. Packing: K = 1, 2, 4 MNIST DCGAN jobs (batch 64) on GPU 0 with `--jobs-per-gpu K`; the
@@ -62,6 +64,16 @@ def show(env: dict, job: str) -> dict:
     return json.loads(gand(env, "show", job, "--json").stdout)
 
 
+def cuda_tests() -> dict:
+    """pytest on the tests that skip without CUDA; their outcome and the last lines."""
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(ROOT / "tests" / "test_cuda_graphs.py")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    return {"passed": p.returncode == 0, "seconds": round(time.monotonic() - t, 1),
+            "tail": (p.stdout + p.stderr).strip().splitlines()[-25:]}
+
+
 def end_to_end(tmp: Path) -> dict:
     env = fresh_env(tmp, "e2e")
     from gand_workers.gpus import discover
@@ -104,8 +116,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gand-gpu-check-") as t:
         tmp = Path(t)
         result = {"machine": f"{platform.node()} {platform.machine()}", "dry": DRY,
-                  "date": datetime.now().isoformat(timespec="minutes"),
-                  "end_to_end": end_to_end(tmp)}
+                  "date": datetime.now().isoformat(timespec="minutes")}
+        if not DRY:
+            result["cuda_tests"] = cuda_tests()
+            print(json.dumps(result["cuda_tests"]), file=sys.stderr, flush=True)
+        result["end_to_end"] = end_to_end(tmp)
         runs = [packing(tmp, k) for k in (1, 2, 4)]
         for r in runs:
             r["vs_k1"] = round(r["img_per_s"] / runs[0]["img_per_s"], 2)

@@ -232,11 +232,14 @@ class StepContext:
     options: dict[str, Any]   # engine options merged with the variant's and the loss's
     data: list[DataSource]    # one source, or two for two-domain variants
     precision: str = "fp32"   # "fp32" or "bf16" (autocast)
+    graphed: bool = False     # the step is recorded as a CUDA graph (gand.engine.graphs)
 
     def autocast(self):
         """Mixed precision for forward passes; losses are computed from float32 logits."""
+        # A graph must not keep autocast's cached weight casts from the capture: torch's
+        # documentation asks for the cache off in captured regions.
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16")
+                              enabled=self.precision == "bf16", cache_enabled=not self.graphed)
 
 
 # ---------------------------------------------------------------------------------------------

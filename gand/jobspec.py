@@ -181,6 +181,11 @@ def build_config(registry: Registry, *, variant: str, data: str, loss: Optional[
     reliability_options(max_recoveries=max_recoveries, keep_checkpoints=keep_checkpoints,
                         on_diverge=on_diverge)
     device = placement_options(priority, gpus, min_gpu_mem, device)
+    if opts.get("cuda_graph") == "true" and (device == "cpu" or gpus == 0):
+        raise UsageError(f"--set cuda_graph=true needs a CUDA device, but the job asks for "
+                         f"{'--gpus 0' if gpus == 0 else '--device cpu'}; drop one or the other")
+    if opts.get("cuda_graph") == "true" and gpus is None:
+        gpus = 1  # a GPU job: only a worker with a GPU claims it (gand show says why it waits)
     # None unless --eval-every: then metrics, best-by and classifier, checked here.
     ev = eval_spec.eval_config(registry, infos[0], **(evaluation or {}))
     default_every = max(1, min(jobcfg.SCHEDULE_CAP, steps))
@@ -254,6 +259,13 @@ def check_combination(v: Variant, loss_cls: type[Loss], infos: list[DataInfo],
         if bad:
             raise UsageError(f"--set ada=true augments images; {bad[0]} is vector data")
     check_tricks(v, opts)
+    if opts.get("cuda_graph") == "true":
+        from gand.engine.graphs import unsupported
+
+        why = unsupported(v, loss_cls, opts)
+        if why:
+            raise UsageError(f"--set cuda_graph=true cannot capture this job's step: {why}; "
+                             f"use cuda_graph=auto or false")
 
 
 def check_tricks(v: Variant, opts: dict[str, Any]) -> None:

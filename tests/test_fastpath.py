@@ -128,6 +128,7 @@ def test_a_job_records_what_ran_and_show_prints_it(gand):
     assert shown["config"]["options"]["precision"] == "auto"  # what was asked stays as asked
     text = gand.run("show", job).stdout
     assert "ran as   cpu  precision=fp32" in text and "optim_impl=foreach" in text
+    assert "cuda_graph=false" in text
 
 
 @pytest.mark.parametrize("flag,bad,valid", [("precision", "fp16", "auto"),

@@ -131,7 +131,7 @@ def _train(ctx: WorkerContext, writer: JobWriter, keeper: LeaseKeeper) -> Outcom
         return "shutdown" if ctx.stopping.is_set() else None
 
     hooks = Hooks(tick=tick, report=report, checkpoint=save_checkpoint,
-                  artifact=writer.artifact, evaluate=evaluate, tag=f"e{epoch}")
+                  artifact=writer.artifact, evaluate=evaluate, tag=f"e{epoch}", note=writer.note)
     rollbacks = 0
     while True:
         try:

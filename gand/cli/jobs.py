@@ -117,8 +117,8 @@ def show(job: Annotated[str, typer.Argument(help="job id or unique prefix")], js
     if rt:  # what the worker's device made of the `auto` fast-path options
         typer.echo(f"ran as   {rt['device']}  precision={rt['precision']}  "
                    f"channels_last={str(rt['channels_last']).lower()}  "
-                   f"compile={str(rt['compile']).lower()}  optim_impl={rt['optim_impl']}"
-                   f"  ({rt['why']})")
+                   f"compile={str(rt['compile']).lower()}  optim_impl={rt['optim_impl']}  "
+                   f"cuda_graph={str(rt.get('cuda_graph', False)).lower()}  ({rt['why']})")
     if d["error"]:
         typer.echo(f"error    {d['error']}")
     if d["metrics"]:

@@ -72,6 +72,14 @@ class AdversarialVariant(LatentSpace, Variant):
         return out.reshape(n) if out.numel() == n else out.reshape(n, -1).mean(1)
 
     def train_step(self, models: Models, loss: Loss, ctx: StepContext) -> dict[str, torch.Tensor]:
+        report = self.update(models, loss, ctx)
+        self.after_update(models, ctx)
+        return report
+
+    def update(self, models: Models, loss: Loss, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """D's updates, then G's: the part of a step that a CUDA graph can replay
+        (gand.engine.graphs), since it reads no step-dependent value from the host once
+        ADA, instance noise and learning-rate decay are off."""
         G, D = models.G, models.D
         opt_g, opt_d = models.optimizers["G"], models.optimizers["D"]
         bs, opts, dev = ctx.batch_size, ctx.options, ctx.device
@@ -128,11 +136,13 @@ class AdversarialVariant(LatentSpace, Variant):
         D.requires_grad_(True)
         report["g_loss"] = g_loss.detach()
         report.update({k: v.detach() for k, v in extra.items()})
-
-        # 3. EMA of G's weights, when asked for.
-        if "G_ema" in models.nets:
-            ema_update(models.nets["G_ema"], G, ema_decay(opts["ema"], ctx.step))
         return report
+
+    def after_update(self, models: Models, ctx: StepContext) -> None:
+        """3. The EMA of G's weights, when asked for (its decay ramps up with the step, so a
+        CUDA graph leaves it out and this runs after each replay)."""
+        if "G_ema" in models.nets:
+            ema_update(models.nets["G_ema"], models.G, ema_decay(ctx.options["ema"], ctx.step))
 
     # -- generation -------------------------------------------------------------------------
 
@@ -163,8 +173,9 @@ def ema_decay(decay: float, step: int) -> float:
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1−decay)·model for parameters; buffers (BatchNorm stats) copied."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    """ema ← decay·ema + (1−decay)·model for parameters; buffers (BatchNorm stats) copied.
+    One multi-tensor kernel each where torch has one (CUDA), not one per tensor."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(model.buffers()))

@@ -1,8 +1,8 @@
 """How a job's step runs fast on the device it landed on: precision, memory layout, compilation
 and the optimizer's implementation.
 
-Each is an engine option (`--set precision=…`, `channels_last=…`, `compile=…`, `optim_impl=…`)
-whose default is `auto`. The worker resolves `auto` here, once it knows the device and has built
+Each is an engine option (`--set precision=…`, `channels_last=…`, `compile=…`, `optim_impl=…`,
+`cuda_graph=…`) whose default is `auto`. The worker resolves `auto` here, once it knows the device and has built
 the networks, and records what it chose and why in the job's config (`runtime`), so `gand show`
 tells what actually ran. A value given explicitly is never second-guessed.
 
@@ -18,6 +18,8 @@ tests/benchmarks/bench.py); the rules are deliberately few:
   128). torch.compile is chosen only for large convolutional steps with no double backward
   (gradient penalties), where fusing the normalisation and activation kernels pays back its
   start-up. Optimizers use the fused CUDA kernels (one launch per step instead of one per tensor).
+* CUDA graphs (gand/engine/graphs.py) are used only when asked for (`cuda_graph=true`): they
+  exist for launch-bound steps, but no GPU has measured them yet, so `auto` leaves them off.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from gand.api import Batch, DataSource, Models
+from gand.errors import UsageError
 
 # Forward FLOPs per step (each network once on one batch, as step_flops counts them) above which
 # bf16 + channels_last pay on a GPU. On an H100 (README, Speed): DCGAN 64 px at batch 128
@@ -50,6 +53,8 @@ class Runtime:
     compile: bool
     optim_impl: str       # default | foreach | fused
     why: str
+    # Added after the others: a runtime stored before CUDA graphs existed reads as False.
+    cuda_graph: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +130,8 @@ def choose(options: dict[str, Any], device: torch.device, models: Models, loss: 
     else:
         why.append("CPU: plain fp32")
 
-    given = [f"{k} given" for k in ("precision", "channels_last", "compile", "optim_impl")
+    given = [f"{k} given" for k in ("precision", "channels_last", "compile", "optim_impl",
+                                     "cuda_graph")
              if str(options.get(k, "auto")) != "auto"]
     why += given
     precision = options.get("precision", "auto")
@@ -134,28 +140,50 @@ def choose(options: dict[str, Any], device: torch.device, models: Models, loss: 
     channels_last = _flag(options.get("channels_last", "auto"))
     if channels_last is None:
         channels_last = bool(cuda and conv and big)
+    graph = _flag(options.get("cuda_graph", "auto"))
+    if graph and not cuda:
+        raise UsageError(f"--set cuda_graph=true needs a CUDA device; this job trains on {device}")
+    # `auto` never picks CUDA graphs yet: no GPU has measured them (README, Speed).
+    graph = bool(graph)
     compile_ = _flag(options.get("compile", "auto"))
     if compile_ is None:
-        compile_ = bool(cuda and conv and flops >= COMPILE_FLOPS and not needs_double_backward(loss))
+        compile_ = bool(cuda and conv and flops >= COMPILE_FLOPS and not needs_double_backward(loss)
+                        and not graph)
     impl = options.get("optim_impl", "auto")
     if impl == "auto":
         impl = "fused" if cuda else "default"
     return Runtime(device=str(device), precision=precision, channels_last=channels_last,
-                   compile=compile_, optim_impl=impl, why="; ".join(why))
+                   compile=compile_, optim_impl=impl, why="; ".join(why), cuda_graph=graph)
 
 
 def set_optimizer_impl(runtime: Runtime, models: Models) -> None:
     """Puts the chosen kernels in every param group. Called again after a checkpoint is loaded,
-    since loading restores the param groups' flags of whoever wrote the checkpoint."""
-    if runtime.optim_impl not in ("fused", "foreach"):
-        return
+    since loading restores the param groups' flags of whoever wrote the checkpoint (a CUDA
+    job's fused or capturable flags must not follow its checkpoint to a CPU worker)."""
+    impl, graph = runtime.optim_impl, getattr(runtime, "cuda_graph", False)
     for opt in models.optimizers.values():
         for group in opt.param_groups:
-            # Adam and RMSprop read both flags per group at each step; at most one may be on.
+            # Adam and RMSprop read these flags per group at each step; at most one of fused
+            # and foreach may be on; None is torch's own choice.
             if "fused" in group:
-                group["fused"] = runtime.optim_impl == "fused"
+                group["fused"] = True if impl == "fused" else None
             if "foreach" in group:
-                group["foreach"] = True if runtime.optim_impl == "foreach" else None
+                group["foreach"] = True if impl == "foreach" else None
+            if "capturable" in group:
+                # A graphed step replays the optimizer's kernels: its step count must live on
+                # the device, where the replay advances it.
+                group["capturable"] = graph
+            if group.get("fused") or group.get("capturable"):
+                # Fused and capturable kernels want the step count beside the weights; a
+                # checkpoint written by another implementation (a CPU job's) has it on the host.
+                for p in group["params"]:
+                    state = opt.state.get(p)
+                    if state and isinstance(state.get("step"), torch.Tensor):
+                        state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+        if graph:
+            # torch warns once that a capturable optimizer runs uncaptured: the warm-up steps
+            # before the capture do, by design.
+            opt._warned_capturable_if_run_uncaptured = True
 
 
 class ChannelsLastSource(DataSource):

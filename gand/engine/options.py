@@ -33,6 +33,9 @@ ENGINE_OPTIONS: dict[str, Option] = {
                       choices=("auto", "true", "false")),
     "optim_impl": Option(str, "auto", "optimizer kernels: auto, default, foreach or fused (CUDA)",
                          choices=("auto", "default", "foreach", "fused")),
+    "cuda_graph": Option(str, "auto", "replay each step as one CUDA graph (auto: off; true on "
+                                      "CUDA for launch-bound steps)",
+                         choices=("auto", "true", "false")),
     "lr_decay": Option(float, 0.0, "the last fraction of the steps decays every learning rate "
                                     "linearly to about 0 (0: off; e.g. 0.3)", min=0.0, max=1.0),
     **augment.OPTIONS,  # ada, ada_target, ada_kimg: refused at submit where they cannot apply

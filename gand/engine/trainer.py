@@ -23,7 +23,7 @@ from gand.api import DataSource, Loss, Models, StepContext, Variant
 from gand.engine import checkpoint as ckpt
 from gand.engine import fastpath
 from gand.engine.background import BackgroundWriter
-from gand.engine import faults
+from gand.engine import faults, graphs
 from gand.engine import options as engine_options
 from gand.engine import samples
 from gand.errors import UsageError
@@ -62,6 +62,9 @@ class Hooks:
     evaluate: Callable[[int], None] = lambda step: None
     # Added to the names of files the loop writes (sample grids), e.g. the lease's epoch "e3".
     tag: str = ""
+    # Something the job's owner should read in `gand show` (e.g. a CUDA graph that could not be
+    # captured, so the job trains eagerly).
+    note: Callable[[str], None] = lambda text: None
 
 
 @dataclass
@@ -111,6 +114,9 @@ class Run:
     device: torch.device
     data: list[DataSource] = field(default_factory=list)
     runtime: Optional[fastpath.Runtime] = None
+    # The variant's step, or its CUDA graph (made on the first step, and again after a restore:
+    # loading replaces the optimizers' state tensors that a captured graph would write).
+    _step: Optional[Callable[[StepContext], dict[str, torch.Tensor]]] = None
 
     @classmethod
     def build(cls, config: JobConfig | dict[str, Any], registry: Registry,
@@ -138,7 +144,20 @@ class Run:
         opts = self.config.options
         return StepContext(step=step, total_steps=self.config.steps, batch_size=opts["batch_size"],
                            device=self.device, options=opts, data=self.data,
-                           precision=self.runtime.precision if self.runtime else "fp32")
+                           precision=self.runtime.precision if self.runtime else "fp32",
+                           graphed=bool(self.runtime and self.runtime.cuda_graph))
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        """One training step (one generator update with its discriminator updates)."""
+        if self._step is None:
+            graphed = bool(self.runtime and self.runtime.cuda_graph)
+            self._step = graphs.step_function(self.variant, self.models, self.loss, graphed)
+        return self._step(self.context(step))
+
+    @property
+    def graph_failure(self) -> Optional[str]:
+        """Why a requested CUDA graph could not be captured (the step then runs eagerly)."""
+        return getattr(self._step, "failed", None)
 
     # -- checkpoint state -------------------------------------------------------------------
 
@@ -154,6 +173,7 @@ class Run:
         self.loss.load_state_dict(state.get("loss") or {})  # absent in gand 0.1's checkpoints
         if self.runtime is not None:
             fastpath.set_optimizer_impl(self.runtime, self.models)
+        self._step = None
         ckpt.restore_rng(state["rng"])
         return int(state["step"])
 
@@ -210,6 +230,7 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
     last_flush = time.monotonic()
     flushed_step = start_step
     step = start_step
+    graph_noted = False
     run.models.train()
 
     def flush() -> None:
@@ -281,7 +302,10 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
         #    step's learning rates when `--set lr_decay` asks for a decay at the end.
         engine_options.decay_learning_rates(run.models.optimizers.values(), cfg.options, step,
                                             total)
-        losses = run.variant.train_step(run.models, run.loss, run.context(step))
+        losses = run.train_step(step)
+        if run.graph_failure and not graph_noted:
+            graph_noted = True
+            hooks.note(run.graph_failure)
         pending.append((step, faults.inject(run.models, step, losses)))
         now = time.monotonic()
         # 2. Report metrics in batches; a non-finite loss surfaces here as Diverged. The first

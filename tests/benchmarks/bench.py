@@ -183,6 +183,7 @@ class GandLoop:
 
     def __init__(self, cfg: Config, device: torch.device, tmp: Path, fast: tuple[str, ...] = ()):
         from gand import plugins
+        from gand.engine.graphs import WARMUP_STEPS
         from gand.engine.trainer import Run
         from gand.jobs.config import MAX_STEPS
         from gand.jobspec import build_config
@@ -197,9 +198,12 @@ class GandLoop:
         self.dir = tmp / f"run-{cfg.name}-{cfg.batch}-{'-'.join(fast) or 'auto'}"
         self.step = 0
         rt = self.run.runtime
+        # A CUDA graph's first steps run eagerly, then one captures it (gand.engine.graphs).
+        self.warmup_steps = WARMUP_STEPS + 1 if rt.cuda_graph else 1
         self.label = (f"gand {'auto' if not fast else ' '.join(fast)}: {rt.precision}"
                       f"{' channels_last' if rt.channels_last else ''}"
-                      f"{' compile' if rt.compile else ''} optim={rt.optim_impl}")
+                      f"{' compile' if rt.compile else ''}{' cuda_graph' if rt.cuda_graph else ''}"
+                      f" optim={rt.optim_impl}")
 
     def drive(self, schedule: Generator[int, float, T]) -> T:
         """Runs train() while `schedule` wants gand's steps; returns what the schedule returns.
@@ -271,7 +275,7 @@ def pair_schedule(a, b, window_s: float, n: int) -> Generator[int, float, dict]:
         # One untimed step: first-use costs (allocations, kernel choice, compilation) and, for
         # gand, train()'s start stay out of every figure.
         if isinstance(loop, GandLoop) or not loop.warm:
-            yield from window(loop, 1)
+            yield from window(loop, getattr(loop, "warmup_steps", 1))
             loop.warm = True
     # One timed step each, to size the windows. Not a pair: a reference's second step can
     # still be ~20% slower than its later ones (dcgan64 here), which would favour gand.
@@ -314,6 +318,9 @@ def compare(ref_mod, name: str, device: torch.device, tmp: Path, window_s: float
         elif cfg.variant != "gan":
             gands.append(GandLoop(cfg, device, tmp, ("precision=bf16", "channels_last=true")))
         gands.append(GandLoop(cfg, device, tmp, ("optim_impl=default",)))
+        graphed = graph_loop(cfg, device, tmp)
+        if graphed is not None:
+            gands.append(graphed)
     references = [ReferenceLoop(ref_mod, cfg, device, "fp32")]
     if rt.precision == "bf16":
         references.append(ReferenceLoop(ref_mod, cfg, device, "bf16"))
@@ -334,9 +341,24 @@ def compare(ref_mod, name: str, device: torch.device, tmp: Path, window_s: float
                    "pairs": n, "seconds": round(time.monotonic() - t0, 1)}
             if g is gand_auto:
                 row["runtime"] = rt.to_dict()
+            if g.run.graph_failure:  # the job trained eagerly: the row is not a graph's figure
+                row["graph_failure"] = g.run.graph_failure
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
+
+
+def graph_loop(cfg: Config, device: torch.device, tmp: Path) -> Optional["GandLoop"]:
+    """gand with `cuda_graph=true`, where submit accepts it for this config (None elsewhere).
+    The ring8 recipe's lr_decay, which a graph cannot follow, is turned off: it would start
+    only in the second half of a run, never reached in a benchmark window."""
+    from gand.errors import UsageError
+
+    sets = ("cuda_graph=true",) + (("lr_decay=0",) if cfg.variant == "gan" else ())
+    try:
+        return GandLoop(cfg, device, tmp, sets)
+    except UsageError:
+        return None
 
 
 def optional(module: str, *args, **kwargs) -> dict:
