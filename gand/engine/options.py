@@ -98,6 +98,8 @@ def decay_learning_rates(optimizers, options: dict[str, Any], step: int, total: 
 
     Relative, not absolute: a checkpoint carries the rate it reached, and a rollback's halving
     (gand_workers.runner) survives the schedule."""
+    if not options.get("lr_decay"):
+        return
     ratio = lr_factor(options, step, total) / lr_factor(options, step - 1, total)
     if ratio != 1.0:
         for opt in optimizers:
