@@ -7,6 +7,7 @@ and pictures in the store.
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 import time
@@ -231,6 +232,7 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
     flushed_step = start_step
     step = start_step
     graph_noted = False
+    faulty = faults.armed()  # tests and drills only
     run.models.train()
 
     def flush() -> None:
@@ -244,7 +246,7 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
             # loop about 0.4% of its step.)
             values = torch.stack([_scalar(m[k]) for s, m in pending for k in m]).tolist()
             for (s, k), v in zip(keys, values):
-                if not np.isfinite(v):
+                if not math.isfinite(v):
                     raise Diverged(s, k)
                 rows.append((s, k, v))
             if flushed_step > start_step:  # the first step's flush would time start-up, not pace
@@ -306,7 +308,7 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
         if run.graph_failure and not graph_noted:
             graph_noted = True
             hooks.note(run.graph_failure)
-        pending.append((step, faults.inject(run.models, step, losses)))
+        pending.append((step, faults.inject(run.models, step, losses) if faulty else losses))
         now = time.monotonic()
         # 2. Report metrics in batches; a non-finite loss surfaces here as Diverged. The first
         #    step is reported at once: the store then says when training really began.
