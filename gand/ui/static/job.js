@@ -56,9 +56,14 @@
   function describe(d) {
     document.getElementById("title").textContent = d.name || d.id;
     document.title = `${d.name || gand.shortId(d.id)} · gand`;
+    // What the worker's device made of the fast-path options (`gand show`'s "ran as").
+    const rt = d.config.runtime;
+    const ran = rt ? `ran as ${[rt.device, rt.precision, rt.channels_last && "channels_last",
+                                rt.compile && "compile", rt.cuda_graph && "cuda graph"]
+                      .filter(Boolean).join(" ")}` : null;
     const bits = [d.name ? d.id : null, `${d.variant} · ${d.loss}`, d.data.join(", "),
                   `seed ${d.config.seed}`, `batch ${d.config.options.batch_size}`,
-                  d.worker ? `on ${d.worker}` : null, `queue ${d.queue}`];
+                  d.worker ? `on ${d.worker}` : null, ran, `queue ${d.queue}`];
     document.getElementById("subtitle").textContent = bits.filter(Boolean).join("  ·  ");
     const steps = document.getElementById("resume-steps");
     if (!steps.value || Number(steps.value) <= d.total_steps) steps.placeholder = String(d.total_steps);
