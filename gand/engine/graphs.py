@@ -102,7 +102,9 @@ class GraphedStep:
     def _capture(self, ctx: StepContext) -> None:
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: the job's background threads (checkpoint writer, lease keeper) may
+            # make CUDA calls of their own meanwhile; only this thread's must be capturable.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 report = self.variant.update(self.models, self.loss, ctx)
         except Exception as e:  # a host synchronisation in the step, an op CUDA cannot capture
             self.failed = f"capture failed, trained eagerly: {type(e).__name__}: {e}"
