@@ -6,7 +6,6 @@ installed as `gand_plugins`) use nothing else from the core but gand.engine help
 from __future__ import annotations
 
 import contextlib
-
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field

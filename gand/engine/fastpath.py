@@ -2,9 +2,9 @@
 and the optimizer's implementation.
 
 Each is an engine option (`--set precision=…`, `channels_last=…`, `compile=…`, `optim_impl=…`,
-`cuda_graph=…`) whose default is `auto`. The worker resolves `auto` here, once it knows the device and has built
-the networks, and records what it chose and why in the job's config (`runtime`), so `gand show`
-tells what actually ran. A value given explicitly is never second-guessed.
+`cuda_graph=…`) whose default is `auto`. The worker resolves `auto` here, once it knows the
+device and has built the networks, and records what it chose and why in the job's config
+(`runtime`), so `gand show` tells what actually ran. A value given explicitly is never second-guessed.
 
 The automatic choices follow the measurements in the README's speed section (the benchmark is
 tests/benchmarks/bench.py); the rules are deliberately few:
