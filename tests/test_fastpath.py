@@ -74,6 +74,33 @@ def test_the_rules_for_a_gpu_follow_the_work_per_step(registry):
         registry, variant="wgan-gp", data=f"mnist:{MNIST}", steps=1, device="cpu"), registry).loss)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cpu_with_native_bf16_runs_large_convolutional_steps_in_bf16(registry, monkeypatch,
+                                                                        native):
+    """bf16 + channels_last on a CPU with bf16 matrix instructions (AMX, AVX512-BF16), for
+    convolutional steps of at least CPU_BF16_FLOPS; MLPs and tiny networks stay fp32, and so
+    does everything on a CPU without them (there bf16 is emulated, and slower)."""
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+
+    def choose(variant, data, sets, bs):
+        cfg = build_config(registry, variant=variant, data=data, steps=1, batch_size=bs,
+                           sets=sets, device="cpu")
+        run = Run.build(cfg, registry)
+        return fastpath.choose(cfg.options, cpu, run.models, run.loss, run.data)
+
+    dcgan = choose("dcgan", f"mnist:{MNIST}", [], 64)  # 1.8 GFLOP forward
+    assert (dcgan.precision, dcgan.channels_last) == (("bf16", True) if native else ("fp32", False))
+    assert ("CPU with native bf16" in dcgan.why) == native
+    tiny = choose("dcgan", f"mnist:{MNIST}", SMALL_DCGAN, 8)  # 0.01 GFLOP
+    mlp = choose("gan", "ring8", [], 100_000)
+    for rt in (tiny, mlp):
+        assert (rt.precision, rt.channels_last, rt.compile, rt.optim_impl) == \
+            ("fp32", False, False, "default")
+    given = choose("dcgan", f"mnist:{MNIST}", ["precision=fp32"], 64)
+    assert given.precision == "fp32" and "precision given" in given.why
+
+
 def test_the_work_estimate_never_fails_a_job(registry):
     """step_flops decides the GPU's fast paths at Run.build: for every installed variant it
     returns a number (StyleGAN's synthesis once crashed torch's FLOP counter, which would have

@@ -9,9 +9,10 @@ device and has built the networks, and records what it chose and why in the job'
 The automatic choices follow the measurements in the README's speed section (the benchmark is
 tests/benchmarks/bench.py); the rules are deliberately few:
 
-* On the CPU everything stays plain: fp32 (bf16 matrix work is emulated on most CPUs and slower),
-  the default layout, no compilation (its start-up costs minutes of a small job's life), and
-  torch's default optimizer loop.
+* On the CPU everything stays plain: fp32, the default layout, no compilation (its start-up
+  costs minutes of a small job's life), and torch's default optimizer loop — except that a CPU
+  with bf16 matrix instructions (AMX or AVX512-BF16; elsewhere bf16 is emulated and slower)
+  runs convolutional steps of ≥ CPU_BF16_FLOPS under bf16 autocast with channels_last.
 * On CUDA, convolutional models whose step is large (≥ BF16_FLOPS of forward work per step)
   run under bf16 autocast with channels_last tensors, where the tensor cores pay; small steps
   are bound by kernel launches, where bf16's extra casts only add kernels (DCGAN 64 px at batch
@@ -23,7 +24,9 @@ tests/benchmarks/bench.py); the rules are deliberately few:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +44,23 @@ BF16_FLOPS = 2.0e11
 # ... and above which torch.compile's start-up (about a minute) is repaid: CycleGAN 256 at
 # batch 8 (1.7 TFLOP) ran 2.00x with compile against 1.20x without.
 COMPILE_FLOPS = 1.0e12
+# ... and, on a CPU with native bf16, above which bf16 + channels_last pay there. On this
+# project's 2-core Xeon with AMX (README, Speed), against gand's own fp32 step: MNIST DCGAN at
+# batch 8 (0.22 GFLOP) 1.18x, batch 32 1.58x, batch 64 (1.8 GFLOP) 1.8x; DCGAN 64 px at batch
+# 128 2.5x; the ring8 MLP 0.75x (not convolutional: never chosen). The CPU is never slower
+# in these; the threshold keeps tiny networks (tests' 8-channel DCGANs, 0.01 GFLOP) in fp32.
+CPU_BF16_FLOPS = 2.0e8
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (Linux's /proc/cpuinfo flags amx_bf16 or
+    avx512_bf16); elsewhere, or unreadable, False."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
 
 
 @dataclass(frozen=True)
@@ -122,14 +142,20 @@ def choose(options: dict[str, Any], device: torch.device, models: Models, loss: 
     """Resolves every `auto` fast-path option for this job on `device`."""
     cuda = device.type == "cuda"
     conv = is_convolutional(models)
-    flops = step_flops(models, data, int(options["batch_size"])) if cuda and conv else 0.0
+    native_bf16 = not cuda and conv and cpu_has_native_bf16()
+    flops = (step_flops(models, data, int(options["batch_size"]))
+             if (cuda or native_bf16) and conv else 0.0)
     why = []
-    big = flops >= BF16_FLOPS
+    # `big`: a step where bf16 autocast with channels_last pays on this device.
+    big = flops >= (BF16_FLOPS if cuda else CPU_BF16_FLOPS)
     if cuda and conv:
         why.append(f"{'convolutional, large' if big else 'convolutional, small'} step "
                    f"(~{flops / 1e9:.0f} GFLOP forward)")
     elif cuda:
         why.append("fully connected: launch-bound")
+    elif native_bf16:
+        why.append(f"CPU with native bf16, convolutional {'' if big else 'but small '}step "
+                   f"(~{flops / 1e9:.2g} GFLOP forward)")
     else:
         why.append("CPU: plain fp32")
 
@@ -139,10 +165,10 @@ def choose(options: dict[str, Any], device: torch.device, models: Models, loss: 
     why += given
     precision = options.get("precision", "auto")
     if precision == "auto":
-        precision = "bf16" if cuda and conv and big else "fp32"
+        precision = "bf16" if (cuda or native_bf16) and conv and big else "fp32"
     channels_last = _flag(options.get("channels_last", "auto"))
     if channels_last is None:
-        channels_last = bool(cuda and conv and big)
+        channels_last = bool((cuda or native_bf16) and conv and big)
     graph = _flag(options.get("cuda_graph", "auto"))
     if graph and not cuda:
         raise UsageError(f"--set cuda_graph=true needs a CUDA device; this job trains on {device}")

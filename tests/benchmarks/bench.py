@@ -323,6 +323,9 @@ def compare(ref_mod, name: str, device: torch.device, tmp: Path, window_s: float
         graphed = graph_loop(cfg, device, tmp)
         if graphed is not None:
             gands.append(graphed)
+    elif alternatives and rt.precision == "bf16":
+        # A CPU with bf16 instructions (gand.engine.fastpath): the fp32 side of that choice.
+        gands.append(GandLoop(cfg, device, tmp, ("precision=fp32", "channels_last=false")))
     references = [ReferenceLoop(ref_mod, cfg, device, "fp32")]
     if rt.precision == "bf16":
         references.append(ReferenceLoop(ref_mod, cfg, device, "bf16"))
