@@ -13,7 +13,8 @@
 #   1. cuda-tests.txt   tests/test_cuda_graphs.py: a graphed job follows the eager trajectory and
 #                       resumes; a step that cannot be captured trains eagerly with a note;
 #   2. bench-cuda.json  bench.py --device cuda on the launch-bound configs, with the cuda_graph
-#                       rows (mnist-dcgan against the PIL loader: the issue's 5x goal);
+#                       rows (mnist-dcgan against the PIL loader: the issue's 5x goal), then
+#      pause-cuda.json  CycleGAN 256's checkpoint pause against the device-to-host copy;
 #   3. gpu-check.json   the fleet check: a CUDA job per GPU through `gand worker --gpus all`,
 #                       a resume, and packing K = 1, 2, 4.
 set -uo pipefail
@@ -57,9 +58,14 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py >
 log "   rc=$? $(tail -1 "$OUT/cuda-tests.txt")"
 
 log "2. bench.py --device cuda"
-GAND_REFERENCE_LOOPS="$ROOT/.gpu/reference_loops.py" timeout 240 python3 tests/benchmarks/bench.py \
-    --device cuda --configs mnist-dcgan,dcgan64,ring8-gan,dcgan64-b1024 --pairs 5 --window 0.5 \
-    --no-latency --out "$OUT/bench-cuda.json" >"$OUT/bench-cuda.log" 2>&1
+# Most wanted first: bench.py saves its report after each config, so a deadline loses the last.
+GAND_REFERENCE_LOOPS="$ROOT/.gpu/reference_loops.py" timeout 180 python3 tests/benchmarks/bench.py \
+    --device cuda --configs mnist-dcgan,cyclegan256,dcgan64-b1024,dcgan64,ring8-gan --pairs 5 \
+    --window 0.5 --no-latency --no-pause --out "$OUT/bench-cuda.json" >"$OUT/bench-cuda.log" 2>&1
+log "   rc=$?"
+log "2b. the checkpoint pause (CycleGAN 256 with its image pools) against the device-to-host copy"
+timeout 60 python3 tests/benchmarks/checkpoint_pause.py --device cuda --configs cyclegan256 \
+    >"$OUT/pause-cuda.json" 2>"$OUT/pause-cuda.log"
 log "   rc=$?"
 
 log "3. the fleet check"
