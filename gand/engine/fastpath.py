@@ -143,11 +143,12 @@ def choose(options: dict[str, Any], device: torch.device, models: Models, loss: 
     cuda = device.type == "cuda"
     conv = is_convolutional(models)
     native_bf16 = not cuda and conv and cpu_has_native_bf16()
-    flops = (step_flops(models, data, int(options["batch_size"]))
-             if (cuda or native_bf16) and conv else 0.0)
+    # Convolutions on hardware with fast bf16: there the step's size decides bf16 and layout.
+    bf16_device = conv and (cuda or native_bf16)
+    flops = step_flops(models, data, int(options["batch_size"])) if bf16_device else 0.0
     why = []
-    # `big`: a step where bf16 autocast with channels_last pays on this device.
     big = flops >= (BF16_FLOPS if cuda else CPU_BF16_FLOPS)
+    bf16_pays = bf16_device and big
     if cuda and conv:
         why.append(f"{'convolutional, large' if big else 'convolutional, small'} step "
                    f"(~{flops / 1e9:.0f} GFLOP forward)")
@@ -165,10 +166,10 @@ def choose(options: dict[str, Any], device: torch.device, models: Models, loss: 
     why += given
     precision = options.get("precision", "auto")
     if precision == "auto":
-        precision = "bf16" if (cuda or native_bf16) and conv and big else "fp32"
+        precision = "bf16" if bf16_pays else "fp32"
     channels_last = _flag(options.get("channels_last", "auto"))
     if channels_last is None:
-        channels_last = bool((cuda or native_bf16) and conv and big)
+        channels_last = bf16_pays
     graph = _flag(options.get("cuda_graph", "auto"))
     if graph and not cuda:
         raise UsageError(f"--set cuda_graph=true needs a CUDA device; this job trains on {device}")

@@ -49,18 +49,20 @@ def _due(var: str, step: int) -> bool:
     return True
 
 
+NAN_LOSSES, NAN_WEIGHTS = "GAND_FAULT_NAN_AT_STEP", "GAND_FAULT_NAN_WEIGHTS_AT_STEP"
+
+
 def armed() -> bool:
     """Whether any step fault is set: read once per training loop, so that a loop without them
     does not read the environment every step (two lookups cost ring8 0.4% of a CPU step)."""
-    return any(os.environ.get(v) for v in ("GAND_FAULT_NAN_AT_STEP",
-                                           "GAND_FAULT_NAN_WEIGHTS_AT_STEP"))
+    return any(os.environ.get(v) for v in (NAN_LOSSES, NAN_WEIGHTS))
 
 
 def inject(models: Models, step: int, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Applies the faults due at `step`; returns the losses to report."""
-    if _due("GAND_FAULT_NAN_AT_STEP", step):
+    if _due(NAN_LOSSES, step):
         losses = {k: torch.full_like(v, float("nan")) for k, v in losses.items()}
-    if _due("GAND_FAULT_NAN_WEIGHTS_AT_STEP", step):
+    if _due(NAN_WEIGHTS, step):
         net = next(iter(models.nets.values()))
         with torch.no_grad():
             next(net.parameters()).fill_(float("nan"))

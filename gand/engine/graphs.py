@@ -34,11 +34,10 @@ def unsupported(variant: Variant, loss_cls: type[Loss], options: dict[str, Any])
     from gand.engine.adversarial import AdversarialVariant
     from gand.engine.fastpath import needs_double_backward
 
-    if not isinstance(variant, AdversarialVariant):
-        return f"variant {variant.name} has its own training step"
-    # A subclass that replaces `update` may read the host each step; one that overrides only
-    # `train_step` around `update` (stylegan: style mixing, w_avg) does too.
-    if (type(variant).update is not AdversarialVariant.update
+    # Only AdversarialVariant's own step is known to stay on the device: a subclass that
+    # replaces `update`, or `train_step` around it (stylegan: style mixing, w_avg), may not.
+    if (not isinstance(variant, AdversarialVariant)
+            or type(variant).update is not AdversarialVariant.update
             or type(variant).train_step is not AdversarialVariant.train_step):
         return f"variant {variant.name} has its own training step"
     if needs_double_backward(loss_cls):

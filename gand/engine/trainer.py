@@ -146,13 +146,17 @@ class Run:
         return StepContext(step=step, total_steps=self.config.steps, batch_size=opts["batch_size"],
                            device=self.device, options=opts, data=self.data,
                            precision=self.runtime.precision if self.runtime else "fp32",
-                           graphed=bool(self.runtime and self.runtime.cuda_graph))
+                           graphed=self.graphed)
+
+    @property
+    def graphed(self) -> bool:
+        """Whether the step runs as a CUDA graph (`--set cuda_graph=true`)."""
+        return bool(self.runtime and self.runtime.cuda_graph)
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One training step (one generator update with its discriminator updates)."""
         if self._step is None:
-            graphed = bool(self.runtime and self.runtime.cuda_graph)
-            self._step = graphs.step_function(self.variant, self.models, self.loss, graphed)
+            self._step = graphs.step_function(self.variant, self.models, self.loss, self.graphed)
         return self._step(self.context(step))
 
     @property
@@ -305,7 +309,7 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
         engine_options.decay_learning_rates(run.models.optimizers.values(), cfg.options, step,
                                             total)
         losses = run.train_step(step)
-        if run.graph_failure and not graph_noted:
+        if not graph_noted and run.graph_failure:
             graph_noted = True
             hooks.note(run.graph_failure)
         pending.append((step, faults.inject(run.models, step, losses) if faulty else losses))
