@@ -159,6 +159,8 @@ CASES = [
     (["submit", "gan", "--data", "ring8,ring8"], "takes 1 dataset(s)"),
     (["submit", "dcgan", "--data", "/no/such/folder"], "/no/such/folder"),
     (["submit", "dcgan", "--data", "{root}/empty"], "has no readable images"),
+    # A bare path is a folder of images; MNIST's IDX folder names its own type.
+    (["submit", "dcgan", "--data", str(MNIST)], f"has no images but MNIST IDX files; use mnist:{MNIST}"),
     (["submit", "dcgan", "--data", "{root}/junk"], "has no readable images"),
     (["submit", "dcgan", "--data", "folder:{root}/junk/notes.txt"], "is not a folder"),
     (["submit", "dcgan", "--data", "mnist"], "dataset mnist needs an argument"),

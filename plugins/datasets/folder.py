@@ -144,6 +144,10 @@ class Folder(DatasetType):
 
     def _none_readable(self, arg: str) -> UsageError:
         exts = ", ".join(IMAGE_EXTENSIONS)
+        if any(Path(arg).expanduser().glob("*-idx[0-9]-ubyte*")):
+            # A bare path means a folder of images; MNIST's IDX files are their own type.
+            return UsageError(f"dataset folder '{arg}' has no images but MNIST IDX files; "
+                              f"use mnist:{arg}")
         return UsageError(f"dataset folder '{arg}' has no readable images (looked for {exts}, "
                           f"in the folder and in its subfolders)")
 
