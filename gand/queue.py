@@ -110,6 +110,9 @@ def make_app(s: Optional[settings_mod.Settings] = None) -> "Celery":
         worker_enable_remote_control=False,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )
+    if s.broker_url.startswith("filesystem://"):
+        # An explicit transport wins over the URL's scheme: kombu's, with whole messages.
+        app.conf.broker_transport = "gand.queue_files:Transport"
     return app
 
 

@@ -463,6 +463,66 @@ def test_pickled_message_is_refused_by_the_worker(fleet):
     assert "untrusted content" in fleet_log(g, "plain").lower()
 
 
+def test_an_unreadable_message_file_is_set_aside_and_the_worker_runs_on(gand):
+    """A message file that cannot be decoded (kombu's own writer could leave one empty for a
+    moment) used to stop the worker with "Unrecoverable error", stranding the queued job."""
+    job_id = submit(gand, "gan", "--data", "gauss1d", "--steps", "20")
+    queue = gand.home / "broker" / "queue"
+    (queue / "0_empty.gand.msg").write_bytes(b"")  # sorts before the real message
+    (queue / "1_torn.gand.msg").write_bytes(b'{"body": "eyJ')
+    w = gand.worker()
+    assert w.wait(timeout=120) == 0, gand.worker_log()
+    assert show(gand, job_id)["status"] == "succeeded"
+    rejected = sorted(p.name for p in (gand.home / "broker" / "processed" / "rejected").iterdir())
+    assert rejected == ["0_empty.gand.msg", "1_torn.gand.msg"]
+    log = gand.worker_log()
+    assert "skipped a message file the broker could not read, 0_empty.gand.msg" in log
+    assert "Unrecoverable" not in log
+
+
+def test_embedded_broker_messages_appear_whole_under_concurrent_readers(tmp_path):
+    """Writers rename a finished file into the queue; readers never see a partial one, take
+    each message once, and ignore files still being written."""
+    from kombu import Connection
+
+    from gand import settings
+    from gand.queue import transport_options
+
+    opts = transport_options(settings.Settings(tmp_path, "filesystem://", "sqlite://", ()))
+    (tmp_path / "broker" / "queue" / ".in-progress.part").write_bytes(b"{")
+    sent, got, errors = 300, [], []
+
+    def read():
+        with Connection("filesystem://", transport="gand.queue_files:Transport",
+                        transport_options=opts) as conn:
+            q = conn.SimpleQueue("race")
+            deadline = time.monotonic() + 120
+            while len(got) < sent and time.monotonic() < deadline:
+                try:
+                    m = q.get(timeout=0.05)
+                except q.Empty:
+                    continue
+                except Exception as e:  # what would have stopped a worker
+                    errors.append(e)
+                    return
+                got.append(m.payload["n"])
+                m.ack()
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    with Connection("filesystem://", transport="gand.queue_files:Transport",
+                    transport_options=opts) as conn:
+        q = conn.SimpleQueue("race")
+        for n in range(sent):
+            q.put({"n": n, "pad": "x" * 4096})
+    for t in readers:
+        t.join(timeout=150)
+    assert not errors
+    assert sorted(got) == list(range(sent))
+    assert (tmp_path / "broker" / "queue" / ".in-progress.part").exists()
+
+
 def test_fleet_workers_stop_promptly_on_sigint_and_sigterm(fleet):
     for q in fleet.fleet:
         wait_for(lambda q=q: " ready." in fleet_log(fleet, q), 120, f"worker {q} to be ready")
