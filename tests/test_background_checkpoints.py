@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import cli, wait_for
+from support import MNIST, cli, wait_for
 
 from gand.engine import checkpoint as ckpt
 from gand.engine import faults
+from gand.engine.snapshot import Snapshot, StaleSnapshot
 from gand.engine.trainer import Diverged, Hooks, Run, train
 from gand.errors import CheckpointError
 from gand.jobspec import build_config
@@ -149,6 +150,107 @@ def test_background_checkpoints_hold_the_state_of_their_step_one_at_a_time(regis
         assert sorted(s for s, k, _ in rows if k == key) == [10, 20, 30], key
     assert all(v >= 250 for s, k, v in rows if k == "ckpt_write_ms")  # the write's own time
     assert batches[0] == {1}  # the first step is reported at once, alone
+
+
+@pytest.mark.parametrize("copier", ["writer thread", "optimizer step"])
+def test_a_snapshot_copies_the_optimizers_tensors_after_the_pause_as_they_were(registry, copier):
+    """The optimizers' tensors (most of a checkpoint) are copied after the loop goes on, by the
+    writer thread or, if it has not begun, by the first optimizer step, which waits for it;
+    either way the copy is the state of the checkpoint's step, bit for bit."""
+    run = ring8(registry, 100, 0)
+    for s in range(1, 4):
+        run.train_step(s)  # the optimizers' moments exist now
+    want = flat(ckpt.to_host(run.state(3)))
+    calls = []
+    for opt in run.models.optimizers.values():  # someone else's hooks run beside gand's
+        opt.register_step_pre_hook(lambda opt, args, kwargs: calls.append(opt))
+    snap = Snapshot(run.state(3), list(run.models.optimizers.values()))
+    for opt in run.models.optimizers.values():
+        opt.register_step_pre_hook(lambda opt, args, kwargs: calls.append(opt))
+    everything = sum(t.numel() * t.element_size() for t in want.values())
+    assert snap.deferred_bytes > 0.6 * everything
+    result = {}
+    if copier == "writer thread":
+        def write():
+            result["state"] = snap.complete()
+            snap.verdict()
+            result["kept"] = True
+        writer = threading.Thread(target=write)
+        writer.start()
+        wait_for(lambda: snap._copied, 30, "the writer's copy")
+    run.train_step(4)  # its first optimizer step releases the snapshot
+    if copier == "writer thread":
+        writer.join(30)
+        assert result["kept"]
+    else:
+        assert snap._copied  # made by the loop, before its optimizer changed anything
+        result["state"] = snap.complete()
+        snap.verdict()
+    got = flat(result["state"])
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    live = flat(run.state(4))
+    assert any(not torch.equal(live[k], want[k]) for k in want if "/optimizers/" in k)
+    snap.release()  # as the loop does before it waits for the write: the hooks come off
+    run.train_step(5)
+    assert len(calls) == 4 * len(run.models.optimizers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_a_snapshot_copies_on_a_side_stream_that_the_optimizer_step_waits_for(registry):
+    """On a GPU the optimizers' tensors are copied on a side stream; the host never waits for
+    it in the loop, the first optimizer step's stream does, and the copy is of its step."""
+    cfg = build_config(registry, variant="dcgan", data=f"mnist:{MNIST}", steps=100, seed=3,
+                       device="cuda", checkpoint_every=0, sample_every=0, batch_size=64)
+    run = Run.build(cfg, registry)
+    for s in range(1, 4):
+        run.train_step(s)
+    want = flat(ckpt.to_host(run.state(3)))
+    snap = Snapshot(run.state(3), list(run.models.optimizers.values()))
+    assert snap.deferred_bytes > 0.6 * sum(t.numel() * t.element_size() for t in want.values())
+    for s in range(4, 8):  # queued at once behind the copy
+        run.train_step(s)
+    got = flat(snap.complete())
+    snap.verdict()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    assert all(t.is_pinned() for k, t in got.items() if "/nets/" in k)
+
+
+def test_an_optimizer_tensor_changed_outside_its_step_makes_the_snapshot_stale(registry):
+    run = ring8(registry, 100, 0)
+    run.train_step(1)
+    snap = Snapshot(run.state(1), list(run.models.optimizers.values()))
+    with torch.no_grad():
+        next(run.models.nets["G"].parameters()).add_(1.0)  # a plugin editing weights by hand
+    run.train_step(2)
+    snap.complete()  # the copy itself is made
+    with pytest.raises(StaleSnapshot, match="changed outside its step"):
+        snap.verdict()  # but it is not to be kept
+
+
+def test_a_stale_checkpoint_is_skipped_and_later_ones_are_copied_whole(registry, tmp_path):
+    """The loop never writes a checkpoint that a change outside an optimizer step may have
+    torn: it says so, and copies everything during the pause from then on."""
+    run = ring8(registry, 30, 10)
+    notes = []
+
+    def tick(step):
+        if step == 10:  # after the checkpoint of step 10 was taken, before step 11
+            with torch.no_grad():
+                next(run.models.nets["D"].parameters()).mul_(0.5)
+        return None
+
+    def save(step, state):  # as the worker does
+        ckpt.save(tmp_path / "checkpoints" / ckpt.file_name(step), state)
+
+    train(run, tmp_path, Hooks(checkpoint=save, tick=tick, note=notes.append))
+    # Written while the loop trained on, but never put in place.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
+        [ckpt.file_name(20), ckpt.file_name(30)]
+    assert len(notes) == 1 and notes[0].startswith("checkpoint at step 10 not written: ")
+    assert run.defer_copy is False
 
 
 def test_sample_grids_are_drawn_in_the_background_from_the_samples_of_their_step(registry,

@@ -36,10 +36,16 @@ class BackgroundWriter:
         self._error: Optional[BaseException] = None
         self._rows: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
+        self._settle: Optional[Callable[[], None]] = None
 
-    def start(self, step: int, state: Any) -> None:
-        """Writes `state` (a host copy nobody else changes) in the background."""
+    def start(self, step: int, state: Any, settle: Optional[Callable[[], None]] = None) -> None:
+        """Writes `state` (a host copy nobody else changes) in the background.
+
+        `settle`, if given, is called in the caller's thread before it waits for this write:
+        the write may need something from that thread first (gand.engine.snapshot's release).
+        """
         self.wait()  # never two in flight (the caller waited already; this makes it a rule)
+        self._settle = settle
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self._name,
                                             daemon=True)
@@ -63,8 +69,14 @@ class BackgroundWriter:
 
     def wait(self) -> None:
         """Blocks until the write in flight is done; raises its error here, if it had one."""
+        self._run_settle()
         self._idle.wait()
         self.check()
+
+    def _run_settle(self) -> None:
+        settle, self._settle = self._settle, None
+        if settle is not None:
+            settle()
 
     def check(self) -> None:
         """Raises the error of a finished background write, without waiting for one in flight
@@ -83,6 +95,7 @@ class BackgroundWriter:
 
     def close(self) -> None:
         """Ends the thread once the write in flight is done (its error stays to be raised)."""
+        self._run_settle()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()

@@ -11,8 +11,10 @@ import copy
 import hashlib
 import os
 import random
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -52,6 +54,9 @@ def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:
                 f.write(part)
             f.flush()
             os.fsync(f.fileno())
+        gate = getattr(_commit, "wait", None)
+        if gate is not None:
+            gate()  # may raise: the file is then not put in place
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -61,7 +66,26 @@ def save(path: Path, state: dict[str, Any]) -> tuple[int, str]:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return size, digest.hexdigest()
+
+
+_commit = threading.local()
+
+
+@contextmanager
+def commit_gate(wait: Callable[[], None]):
+    """Within this block, `save` in this thread calls `wait` once a file is written and hashed,
+    before it puts the file in place; an exception from `wait` leaves nothing behind. The
+    trainer's writer thread waits there for a snapshot's release (gand.engine.snapshot), so
+    that serialising and writing need not wait for it."""
+    _commit.wait = wait
+    try:
+        yield
+    finally:
+        _commit.wait = None
 
 
 def _head(parts: list, n: int) -> list:
@@ -75,7 +99,8 @@ def _head(parts: list, n: int) -> list:
     return out
 
 
-def to_host(state: Any, into: Any = None) -> Any:
+def to_host(state: Any, into: Any = None, defer: Optional[set] = None,
+            deferred: Optional[list] = None) -> Any:
     """A detached copy of `state` in host memory, safe to serialise while training goes on.
 
     Containers are copied too (a variant's extras may be lists it changes in place), keeping
@@ -87,6 +112,9 @@ def to_host(state: Any, into: Any = None) -> Any:
     `into` is an earlier host copy of the same state that nobody reads any more (the previous
     checkpoint, written): its tensors are filled again where shape, dtype and strides match, so
     the loop's pause is the copy itself — no allocation, no fresh pages to fault in, no pinning.
+
+    A tensor whose `tensor_key` is in `defer` gets its host buffer but is not copied: the pair
+    (buffer, tensor) is appended to `deferred` for gand.engine.snapshot to copy later.
     """
     devices: set[torch.device] = set()
 
@@ -105,6 +133,9 @@ def to_host(state: Any, into: Any = None) -> Any:
                 out = torch.empty_like(x, device="cpu", pin_memory=True)
             else:
                 out = torch.empty_like(x, device="cpu")  # same strides as x
+            if defer and tensor_key(x) in defer:
+                deferred.append((out, x))
+                return out
             out.copy_(x, non_blocking=cuda)
             if cuda:
                 devices.add(x.device)
@@ -125,6 +156,12 @@ def to_host(state: Any, into: Any = None) -> Any:
     for dev in devices:
         torch.cuda.current_stream(dev).synchronize()
     return host
+
+
+def tensor_key(x: torch.Tensor) -> tuple:
+    """What makes two tensor objects the same memory: a module's state_dict holds detached
+    aliases of its parameters, an optimizer's the tensors themselves."""
+    return (x.device, x.data_ptr(), x.dtype, x.shape, x.stride())
 
 
 def load(path: Path, sha256: Optional[str] = None, map_location: Any = "cpu") -> dict[str, Any]:

@@ -27,6 +27,7 @@ from gand.engine.background import BackgroundWriter
 from gand.engine import faults, graphs
 from gand.engine import options as engine_options
 from gand.engine import samples
+from gand.engine.snapshot import Snapshot, StaleSnapshot
 from gand.errors import UsageError
 from gand.jobs.config import JobConfig
 from gand.jobspec import data_infos, loss_class
@@ -57,6 +58,9 @@ class Hooks:
     # lease's epoch and writes it only while the lease holds). Called in a background thread
     # with a host copy whose buffers the next checkpoint refills: a hook that keeps the whole
     # state is noticed (the next copy is allocated anew), one that keeps a part must copy it.
+    # It is to write through checkpoint.save, which puts the file in place only once the
+    # snapshot is known to be sound (gand.engine.snapshot); a checkpoint it wrote otherwise
+    # could be one that the loop then reports as not written.
     checkpoint: Callable[[int, dict[str, Any]], None] = lambda step, state: None
     artifact: Callable[[str, Path, int], None] = lambda kind, path, step: None
     # Called with the step after that step's checkpoint, every `eval.every` steps and at the end.
@@ -115,6 +119,9 @@ class Run:
     device: torch.device
     data: list[DataSource] = field(default_factory=list)
     runtime: Optional[fastpath.Runtime] = None
+    # Whether a checkpoint copies the optimizers' tensors after the pause (gand.engine.snapshot);
+    # off for good once a plugin was seen changing them outside an optimizer step.
+    defer_copy: bool = True
     # The variant's step, or its CUDA graph (made on the first step, and again after a restore:
     # loading replaces the optimizers' state tensors that a captured graph would write).
     _step: Optional[Callable[[StepContext], dict[str, torch.Tensor]]] = None
@@ -196,14 +203,30 @@ def train(run: Run, run_dir: Path, hooks: Hooks, start_step: int = 0) -> Outcome
     """
     params = {n: [k for k, _ in net.named_parameters()] for n, net in run.models.nets.items()}
 
-    def write(step: int, state: dict[str, Any]) -> None:
-        # Never save poisoned weights: a rollback or resume must find a healthy checkpoint.
-        # Checked here, on the host copy, so that the check adds nothing to the loop's pause;
-        # Diverged reaches the loop as any failed write does, naming the checkpoint's step.
-        bad = faults.non_finite_in_state(state["models"], params)
-        if bad:
-            raise Diverged(step, bad)
-        hooks.checkpoint(step, state)
+    def write(step: int, snap: Snapshot) -> None:
+        try:
+            state = snap.complete()
+            # Never save poisoned weights: a rollback or resume must find a healthy
+            # checkpoint. Checked here, on the host copy, so that the check adds nothing to the
+            # loop's pause; Diverged reaches the loop as any failed write does, naming the
+            # checkpoint's step.
+            bad = faults.non_finite_in_state(state["models"], params)
+            if bad:
+                snap.verdict()
+                raise Diverged(step, bad)
+            # Serialised and written now; put in place (and recorded) once the loop has
+            # released the snapshot, at its next optimizer step.
+            with ckpt.commit_gate(snap.verdict):
+                hooks.checkpoint(step, state)
+            snap.verdict()  # for a hook that keeps the state some other way
+        except StaleSnapshot as e:
+            run.defer_copy = False
+            hooks.note(f"checkpoint at step {step} not written: {e}; later checkpoints copy "
+                       f"all of the state during the pause")
+        finally:
+            # The pause at the checkpoint, and the wait (if any) of the optimizer step that
+            # needed the rest of the copy.
+            writer.note(step, "ckpt_pause_ms", snap.pause_ms + snap.waited_ms)
 
     def render(step: int, draw: Callable[[], Path]) -> None:
         hooks.artifact("samples", draw(), step)
@@ -266,16 +289,20 @@ def _loop(run: Run, run_dir: Path, hooks: Hooks, start_step: int,
 
     def save_checkpoint() -> None:
         # The loop pauses only for the previous write (if still running) and the copy to host
-        # memory; serialising, hashing, writing and recording happen in the background.
+        # memory of what is not the optimizers' (gand.engine.snapshot); their tensors are
+        # copied beside the next step, and serialising, hashing, writing and recording happen
+        # in the background.
         t0 = time.perf_counter()
         writer.wait()  # never two in flight; a failed write is raised here
         # Once written, the previous copy is refilled rather than allocated anew — unless a
         # hook kept it (then this list and getrefcount's argument are not its only holders).
         reuse = host[0] if sys.getrefcount(host[0]) == 2 else None
-        host[0] = ckpt.to_host(run.state(step), into=reuse)  # one synchronisation
+        snap = Snapshot(run.state(step), list(run.models.optimizers.values()), into=reuse,
+                        defer=run.defer_copy and not run.graphed)  # a graph's steps run no hooks
         del reuse
-        writer.start(step, host[0])
-        writer.note(step, "ckpt_pause_ms", (time.perf_counter() - t0) * 1000)
+        host[0] = snap.host
+        snap.pause_ms = (time.perf_counter() - t0) * 1000
+        writer.start(step, snap, settle=snap.release)
 
     def last_checkpoint() -> None:
         # The job's final status is written only once its last checkpoint (and sample grid) is

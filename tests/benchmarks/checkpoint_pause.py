@@ -10,7 +10,10 @@ For each config it reports, in milliseconds (medians):
   median from the second on; pause_first_ms: the first, which allocates its host copy) in
   a real run of gand's loop (gand.engine.trainer.train) with background checkpoints, each
   written as the worker writes it (gand.engine.checkpoint.save: torch's file format, sha256,
-  temp file, fsync, rename); the store row is left out (one small transaction);
+  temp file, fsync, rename); the store row is left out (one small transaction). The pause
+  copies what is not the optimizers'; their tensors (deferred_mb) are copied beside the next
+  step (gand.engine.snapshot), and any wait of its first optimizer step for that copy is
+  counted in the pause too;
 - copy_ms: the device-to-host copy of the checkpoint state alone into new host memory
   (ckpt.to_host(run.state())), the goal's yardstick; each timed right after a step, as in the
   loop, where a step takes under 0.5 s;
@@ -18,7 +21,9 @@ For each config it reports, in milliseconds (medians):
   second checkpoint on (no allocation, no page faults, no pinning): the floor of the pause;
 - sync_save_ms: a plain synchronous save of the live state, the way the loop paused before
   checkpoints went to the background (non-finite weight check, save, sha256, fsynced write);
-- write_ms: the background write's time (`ckpt_write_ms`), which training now overlaps;
+- write_ms: the background write's time (`ckpt_write_ms`), which training now overlaps: from
+  the pause to the file in place, so it includes waiting for the next optimizer step, before
+  which the file may not be put in place (its copy is not known to be sound until then);
 - step_ms and loop_step_ms: a step without checkpoints, and a step of the checkpointing run
   while a write runs beside it, its pause taken out (what a background write costs the steps
   it overlaps: CPU cores or, on a GPU, the interpreter lock);
@@ -28,9 +33,10 @@ For each config it reports, in milliseconds (medians):
   `torch.save` into memory as before (which holds the lock while it copies the bytes). On a GPU
   the training thread is such a loop: it launches kernels.
 
-Checkpoints are spaced so that each write can finish before the next checkpoint (1.5 times
-the synchronous save's time apart, in steps); closer ones would also wait for the previous
-write, which is bounded to one in flight. CycleGAN 256 at batch 1 carries its
+Checkpoints are spaced so that each write can finish before the next checkpoint (3 times
+the synchronous save's time apart, in steps, at least 2 steps: a write beside training takes
+up to twice the synchronous save, and waits for the next optimizer step); closer ones would
+also wait for the previous write, which is bounded to one in flight. CycleGAN 256 at batch 1 carries its
 two 50-image pools in its checkpoint (about 80 MB of the whole). Not a test: timings are not
 assertions. `measure()` is importable without side effects and returns a flat dict.
 """
@@ -79,6 +85,7 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
     from gand import plugins
     from gand.engine import checkpoint as ckpt
     from gand.engine import faults
+    from gand.engine.snapshot import Snapshot
     from gand.engine.trainer import Hooks, Run, train
     from gand.jobspec import build_config
 
@@ -138,6 +145,10 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
                                seconds=max(1.0, 2 * sync_ms / 1000))
         del host
         nbytes = (folder / "sync.pt").stat().st_size
+        probe = Snapshot(run.state(step), list(run.models.optimizers.values()))
+        deferred = probe.deferred_bytes
+        probe.release()
+        del probe
         if one_ms < 500:
             # A step: 2K steps less K steps, so each run's end (its final host copy and sample
             # grid) cancels out. A slow step (CycleGAN 256 on a CPU) is timed once instead.
@@ -147,7 +158,7 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
             step_ms = max(steps(2 * k) - t1, 1e-6) * 1000 / k
         else:
             step_ms = one_ms
-        every = max(1, math.ceil(1.5 * sync_ms / step_ms))
+        every = max(2, math.ceil(3 * sync_ms / step_ms))
 
         def write(s: int, state: dict) -> None:  # what the worker does, less the store row
             path = folder / ckpt.file_name(s)
@@ -177,7 +188,8 @@ def measure(variant_config: str = "cyclegan256", device: str = "cpu", checkpoint
     # The first checkpoint allocates (and on CUDA pins) its host copy; later ones refill it.
     pause = statistics.median(pauses[1:])
     return {"config": variant_config, "device": str(run.device), "batch_size": bs,
-            "checkpoint_mb": round(nbytes / 2**20, 1), "checkpoints": len(pauses),
+            "checkpoint_mb": round(nbytes / 2**20, 1),
+            "deferred_mb": round(deferred / 2**20, 1), "checkpoints": len(pauses),
             "steps_between": every, "pause_ms": round(pause, 1),
             "pause_first_ms": round(pauses[0], 1), "pause_max_ms": round(max(pauses[1:]), 1),
             "copy_ms": round(copy_ms, 1),
