@@ -100,7 +100,7 @@ def _head(parts: list, n: int) -> list:
 
 
 def to_host(state: Any, into: Any = None, defer: Optional[set] = None,
-            deferred: Optional[list] = None) -> Any:
+            deferred: Optional[list] = None, queued: Optional[set] = None) -> Any:
     """A detached copy of `state` in host memory, safe to serialise while training goes on.
 
     Containers are copied too (a variant's extras may be lists it changes in place), keeping
@@ -114,7 +114,9 @@ def to_host(state: Any, into: Any = None, defer: Optional[set] = None,
     the loop's pause is the copy itself — no allocation, no fresh pages to fault in, no pinning.
 
     A tensor whose `tensor_key` is in `defer` gets its host buffer but is not copied: the pair
-    (buffer, tensor) is appended to `deferred` for gand.engine.snapshot to copy later.
+    (buffer, tensor) is appended to `deferred` for gand.engine.snapshot to copy later. Given a
+    set `queued`, the CUDA devices copied from are added to it instead of synchronised: the
+    copies are then only queued on their current streams.
     """
     devices: set[torch.device] = set()
 
@@ -153,6 +155,9 @@ def to_host(state: Any, into: Any = None, defer: Optional[set] = None,
         return x  # numbers, strings, None: immutable
 
     host = copy_of(state, into)
+    if queued is not None:
+        queued |= devices
+        return host
     for dev in devices:
         torch.cuda.current_stream(dev).synchronize()
     return host

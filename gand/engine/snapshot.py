@@ -6,7 +6,9 @@ optimizer steps, and the next step's forward and backward passes come first. So 
 copies the rest at once (buffers, EMA networks, image pools, RNG: anything a forward pass may
 change) and leaves the optimizers' tensors to be copied beside training, by the writer thread
 on a CPU or on a side stream on a GPU. Whatever optimizer steps first waits for that copy,
-through a step pre-hook: on a GPU its stream waits, the host does not.
+through a step pre-hook. On a GPU the host waits for nothing: the first part is queued on the
+training stream ahead of the next step's kernels, the optimizer's stream waits for the side
+stream, and only the writer thread waits for the copies to land.
 
 One rule keeps it safe: an optimizer's tensors must change only in its step. Each one's
 version counter (bumped by every in-place change) is read when the snapshot is taken and again
@@ -51,8 +53,17 @@ class Snapshot:
         optimizers = [o for o in optimizers if isinstance(o, torch.optim.Optimizer)] \
             if defer else []
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        queued: set[torch.device] = set()
         self.host = ckpt.to_host(state, into=into, defer=optimizer_tensors(optimizers),
-                                 deferred=self._pending)
+                                 deferred=self._pending, queued=queued)
+        # On a GPU the rest is copied on the current stream too, without the host waiting:
+        # the next step's kernels, queued after those copies, cannot change what they read.
+        # The writer waits for this event before it reads the copy.
+        self._queued: list[torch.cuda.Event] = []
+        for device in queued:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            self._queued.append(event)
         self._versions = [src._version for _, src in self._pending]
         self._lock = threading.Lock()     # one copier: the writer or, failing it, the loop
         self._copied = not self._pending  # guarded by _lock (CPU)
@@ -133,6 +144,8 @@ class Snapshot:
     def complete(self) -> Any:
         """Writer thread: the host copy, whole (copied here unless the loop copied it); it may
         be serialised now, but kept only once `verdict()` returns."""
+        for event in self._queued:
+            event.synchronize()
         if self._event is not None:
             self._event.synchronize()
         else:
