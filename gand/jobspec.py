@@ -6,9 +6,11 @@ variant, loss or dataset, a missing path, a malformed `--set`, out-of-range numb
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from gand.api import (INT_LIMIT, DataInfo, Loss, Regularizer, SupportsADA, SupportsDTricks,
@@ -56,6 +58,10 @@ def resolve_data(registry: Registry, spec: str,
         if spec in known:
             # Stored specs are canonical TYPE:ARG specs: resolved without names, so no loops.
             return replace(resolve_data(registry, known[spec]), name=spec)
+        if Path(spec).is_dir() and FOLDER in registry.datasets:
+            # `--data faces,anime` beside the folders faces/ and anime/: what was meant. (A name
+            # registered later does not change the job: it keeps the spec resolved here.)
+            return replace(resolve_data(registry, f"./{spec}"), spec=spec)
         names = (f"registered names: {one_of(known)} (`gand data list`)" if known
                  else "no registered names (`gand data add`)")
         raise UsageError(f"unknown dataset {spec!r}; dataset types: {one_of(registry.datasets)}; "
@@ -70,7 +76,12 @@ def resolve_data(registry: Registry, spec: str,
     else:
         raise UsageError(f"unknown dataset {spec!r}; installed: {one_of(registry.datasets)}, "
                          f"or a folder path")
-    info = dtype.describe(arg_or_none)
+    info = dtype.describe(arg_or_none)  # its errors name the path as it was typed
+    if arg_or_none is not None and os.path.exists(os.path.expanduser(arg_or_none)):
+        # A worker reads the data from its own directory (a service's, another machine's):
+        # the job keeps the path as it was meant here. (Not realpath: a symlink keeps meaning
+        # what it points at when the job runs.)
+        arg_or_none = os.path.abspath(os.path.expanduser(arg_or_none))
     return ResolvedData(spec, dtype.name, arg_or_none, info)
 
 

@@ -532,12 +532,13 @@ def assert_refused(code: int, out: str, err: str, message: str) -> None:
 
 
 def run_gand(g: Gand, *args: str, env: Optional[dict[str, str]] = None,
-             timeout: float = 60) -> subprocess.CompletedProcess:
+             timeout: float = 60, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """The real entry point in a subprocess with a deadline (for what could hang), `env` added
-    to `g`'s environment; guarded against tracebacks like every harness call."""
+    to `g`'s environment, in `cwd` (GAND_HOME unless given); guarded against tracebacks like
+    every harness call."""
     full = {**g.env, **(env or {})}
     p = subprocess.run([sys.executable, "-m", "gand", *args], capture_output=True, text=True,
-                       timeout=timeout, cwd=g.home, env=full)
+                       timeout=timeout, cwd=cwd or g.home, env=full)
     no_traceback(args, full, p.stdout, p.stderr)
     return p
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import MNIST
+from support import MNIST, run_gand
 
 
 def test_ring8_job_succeeds_and_generates(gand):
@@ -119,6 +119,34 @@ def test_dcgan_on_mnist_writes_grids(gand):
     folder = gand.home / "many"
     gand.run("generate", job_id, "--n", "5", "--out", str(folder))
     assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.png" for i in range(5)]
+
+
+def test_folders_given_by_bare_or_relative_names_are_found_by_a_worker_elsewhere(gand):
+    """`gand submit cyclegan --data faces,anime` beside the folders faces/ and anime/: the job
+    keeps their absolute paths, so a worker started in another directory (a service's) reads
+    them; the job shows them as they were typed."""
+    here = gand.home / "project"
+    for name, colour in (("faces", (200, 120, 90)), ("anime", (40, 60, 220))):
+        (here / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (32, 32), tuple(c + 8 * i for c in colour)).save(here / name / f"{i}.png")
+    tiny = ["--set", "res_blocks=6", "--set", "ngf=4", "--set", "ndf=4", "--steps", "2",
+            "--sample-every", "0"]
+    submitted = []
+    for data in ("faces,anime", "./faces,../project/anime"):
+        p = run_gand(gand, "submit", "cyclegan", "--data", data, *tiny, "--json", cwd=here)
+        assert p.returncode == 0, p.stderr
+        submitted.append(json.loads(p.stdout)["id"])
+    assert gand.worker().wait(timeout=180) == 0, gand.worker_log()  # in gand.home, not here
+    for job_id, typed in zip(submitted, (["faces", "anime"], ["./faces", "../project/anime"])):
+        job = gand.json("show", job_id)
+        assert job["status"] == "succeeded", job
+        assert [d["spec"] for d in job["config"]["data"]] == typed
+        assert [d["arg"] for d in job["config"]["data"]] == [str(here / "faces"),
+                                                             str(here / "anime")]
+    # A bare name that is neither a folder here nor a registered name is still refused.
+    p = run_gand(gand, "submit", "cyclegan", "--data", "faces,cartoons", *tiny, cwd=here)
+    assert p.returncode != 0 and "unknown dataset 'cartoons'" in p.stderr
 
 
 def test_resume_succeeded_job_with_more_steps(gand):

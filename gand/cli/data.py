@@ -6,7 +6,6 @@ records the spec a name resolved to, so removing or re-pointing a name never cha
 """
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -40,13 +39,8 @@ def check_name(name: str) -> None:
 
 
 def canonical_spec(r: "ResolvedData") -> str:
-    """`TYPE:ARG` with ARG made absolute when it is a path that exists, else `TYPE`."""
-    if r.arg is None:
-        return r.type_name
-    arg = os.path.expanduser(r.arg)
-    if os.path.exists(arg):
-        arg = os.path.abspath(arg)  # not realpath: a symlink keeps meaning what it points at now
-    return f"{r.type_name}:{arg}"
+    """`TYPE:ARG` (resolve_data made ARG absolute if it is a path that exists), else `TYPE`."""
+    return r.type_name if r.arg is None else f"{r.type_name}:{r.arg}"
 
 
 def _describe(name: str, spec: str) -> dict[str, Any]:
