@@ -23,7 +23,8 @@ from gand.errors import GandError, UsageError, one_of
 from gand.hookspecs import hookimpl
 
 DIRECTIONS = ("a2b", "b2a")
-MIN_SIZE = 24      # the PatchGAN's five 4×4 convolutions need at least 24 px
+# The PatchGAN's five 4×4 convolutions need at least this many pixels, by its receptive field.
+MIN_SIZE = {70: 24, 94: 32}
 PREVIEW_ROWS = 6   # preview: 6 rows of (a, G(a), F(G(a)), b, F(b), G(F(b)))
 
 
@@ -32,13 +33,21 @@ PREVIEW_ROWS = 6   # preview: 6 rows of (a, G(a), F(G(a)), b, F(b), G(F(b)))
 
 
 class ResnetBlock(nn.Module):
-    """x + (reflect-pad, conv 3×3, IN, ReLU, reflect-pad, conv 3×3, IN)(x)."""
+    """x + (reflect-pad, conv 3×3, IN, ReLU, reflect-pad, conv 3×3, IN)(x).
 
-    def __init__(self, ch: int):
+    `padding="zeros"` pads inside the convolutions with zeros instead, as the lecture's sketch
+    does: the same arithmetic but at the borders, and no separate padding operations.
+    """
+
+    def __init__(self, ch: int, padding: str = "reflect"):
         super().__init__()
+        if padding == "reflect":
+            pad, conv = (lambda: [nn.ReflectionPad2d(1)]), (lambda: nn.Conv2d(ch, ch, 3))
+        else:
+            pad, conv = (lambda: []), (lambda: nn.Conv2d(ch, ch, 3, padding=1))
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch))
+            *pad(), conv(), nn.InstanceNorm2d(ch), nn.ReLU(True),
+            *pad(), conv(), nn.InstanceNorm2d(ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -47,7 +56,7 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """Encoder (two stride-2 convs) → residual blocks → decoder; sizes must be multiples of 4."""
 
-    def __init__(self, channels: int, ngf: int, blocks: int):
+    def __init__(self, channels: int, ngf: int, blocks: int, padding: str = "reflect"):
         super().__init__()
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7),
                                    nn.InstanceNorm2d(ngf), nn.ReLU(True)]
@@ -55,7 +64,7 @@ class ResnetGenerator(nn.Module):
         for _ in range(2):
             layers += [nn.Conv2d(ch, ch * 2, 3, 2, 1), nn.InstanceNorm2d(ch * 2), nn.ReLU(True)]
             ch *= 2
-        layers += [ResnetBlock(ch) for _ in range(blocks)]
+        layers += [ResnetBlock(ch, padding) for _ in range(blocks)]
         for _ in range(2):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 3, 2, 1, output_padding=1),
                        nn.InstanceNorm2d(ch // 2), nn.ReLU(True)]
@@ -70,18 +79,20 @@ class ResnetGenerator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """The 70×70 PatchGAN: one raw score per overlapping 70×70 patch.
 
-    Three stride-2 convolutions then two stride-1 ones (the lecture's version strides the
-    fourth too, which makes the patches 94 px wide and needs 48 px inputs at least).
+    Three stride-2 convolutions then two stride-1 ones. `patch=94` strides the fourth too, as
+    the lecture's version does: patches 94 px wide, a quarter of the scores, about half the
+    work, and inputs of 32 px at least.
     """
 
-    def __init__(self, channels: int, ndf: int):
+    def __init__(self, channels: int, ndf: int, patch: int = 70):
         super().__init__()
         act = lambda: nn.LeakyReLU(0.2, True)
         self.net = nn.Sequential(
             nn.Conv2d(channels, ndf, 4, 2, 1), act(),
             nn.Conv2d(ndf, ndf * 2, 4, 2, 1), nn.InstanceNorm2d(ndf * 2), act(),
             nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1), nn.InstanceNorm2d(ndf * 4), act(),
-            nn.Conv2d(ndf * 4, ndf * 8, 4, 1, 1), nn.InstanceNorm2d(ndf * 8), act(),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2 if patch == 94 else 1, 1),
+            nn.InstanceNorm2d(ndf * 8), act(),
             nn.Conv2d(ndf * 8, 1, 4, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,6 +209,11 @@ class CycleGAN(Variant, Translation):
                              min=0, max=4096),
         "channels": Option(int, 0, "1 or 3 channels (0: 3 if either domain is colour)",
                            choices=(0, 1, 3)),
+        "res_padding": Option(str, "reflect", "padding in the residual blocks: reflect "
+                              "(CycleGAN's) or zeros (the lecture's)",
+                              choices=("reflect", "zeros")),
+        "patch": Option(int, 70, "PatchGAN receptive field in px: 70 (CycleGAN's) or 94 (the "
+                        "lecture's: its fourth convolution strided too)", choices=(70, 94)),
     }
     # CycleGAN trains one image pair at a time.
     defaults = {"batch_size": 1}
@@ -209,7 +225,7 @@ class CycleGAN(Variant, Translation):
         size = options["image_size"]
         if not size:
             side = max(infos[0].shape[1], infos[0].shape[2])
-            size = max(MIN_SIZE, 4 * round(side / 4))
+            size = max(MIN_SIZE[options.get("patch", 70)], 4 * round(side / 4))
         channels = options["channels"] or (3 if any(i.shape[0] == 3 for i in infos) else 1)
         return channels, size, size
 
@@ -229,10 +245,10 @@ class CycleGAN(Variant, Translation):
             if options.get(key, neutral) != neutral:
                 raise UsageError(f"--set {key}={options[key]}: variant cyclegan does not use "
                                  f"{key} (it updates generators and discriminators once a step)")
-        size = options["image_size"]
-        if size and (size % 4 or size < MIN_SIZE):
+        size, least = options["image_size"], MIN_SIZE[options["patch"]]
+        if size and (size % 4 or size < least):
             raise UsageError(f"--set image_size={size} is invalid; expected a multiple of 4 of at "
-                             f"least {MIN_SIZE}")
+                             f"least {least}" + (" with patch=94" if options["patch"] == 94 else ""))
         channels, size, _ = self._shape(infos, options)
         options["image_size"], options["channels"] = size, channels
 
@@ -251,11 +267,13 @@ class CycleGAN(Variant, Translation):
 
     def build(self, infos: list[DataInfo], options: dict[str, Any], device: torch.device) -> Models:
         c, s, _ = self._shape(infos, options)
+        # (.get: a job submitted before these options existed builds what it trained)
+        padding = options.get("res_padding", "reflect")
         nets: dict[str, nn.Module] = {
-            "G_ab": ResnetGenerator(c, options["ngf"], options["res_blocks"]),
-            "G_ba": ResnetGenerator(c, options["ngf"], options["res_blocks"]),
-            "D_a": PatchDiscriminator(c, options["ndf"]),
-            "D_b": PatchDiscriminator(c, options["ndf"]),
+            "G_ab": ResnetGenerator(c, options["ngf"], options["res_blocks"], padding),
+            "G_ba": ResnetGenerator(c, options["ngf"], options["res_blocks"], padding),
+            "D_a": PatchDiscriminator(c, options["ndf"], options.get("patch", 70)),
+            "D_b": PatchDiscriminator(c, options["ndf"], options.get("patch", 70)),
         }
         for net in nets.values():
             net.apply(_init)

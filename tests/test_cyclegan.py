@@ -136,6 +136,35 @@ def test_submit_checks(tmp_path):
     assert v.data_shape(DataInfo("b", "image", (1, 64, 64)), opts) == (1, 32, 32)
 
 
+def test_the_lectures_networks_on_request(tmp_path):
+    """--set res_padding=zeros --set patch=94: the lecture's sketch (zero-padded residual
+    blocks, a PatchGAN strided four times), which the speed benchmark compares with."""
+    v, opts, models, sources = tiny()
+    assert opts["res_padding"] == "reflect" and opts["patch"] == 70
+    pads = [m for m in models.nets["G_ab"].modules() if isinstance(m, torch.nn.ReflectionPad2d)]
+    assert len(pads) == 2 + 2 * 6  # around the 7×7 convolutions, and twice in each block
+    x = torch.rand(1, 3, 256, 256)
+    assert models.nets["D_a"](x).shape[-2:] == (30, 30)  # 70 px patches
+    v, opts, lecture, _ = tiny(res_padding="zeros", patch="94")
+    pads = [m for m in lecture.nets["G_ab"].modules() if isinstance(m, torch.nn.ReflectionPad2d)]
+    assert len(pads) == 2
+    assert lecture.nets["D_a"](x).shape[-2:] == (15, 15)  # 94 px patches, a quarter as many
+    def weights(m):
+        return sum(p.numel() for net in m.nets.values() for p in net.parameters())
+    assert weights(lecture) == weights(models)  # the same weights, arranged otherwise
+    for _ in range(2):  # and it trains
+        losses = v.train_step(lecture, LeastSquares(opts), StepContext(
+            step=1, total_steps=4, batch_size=2, device=CPU, options=opts, data=sources))
+        assert all(torch.isfinite(t).all() for t in losses.values())
+    reg = plugins.load()
+    a, b = make_domains(tmp_path)
+    with pytest.raises(UsageError, match=r"image_size=28 is invalid; expected a multiple of 4 "
+                                         r"of at least 32 with patch=94$"):
+        build_config(reg, variant="cyclegan", data=f"{a},{b}", sets=["patch=94", "image_size=28"])
+    with pytest.raises(UsageError, match="res_padding"):
+        build_config(reg, variant="cyclegan", data=f"{a},{b}", sets=["res_padding=circular"])
+
+
 # -- a real job -----------------------------------------------------------------------------
 
 
