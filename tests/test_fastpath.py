@@ -99,6 +99,15 @@ def test_a_cpu_with_native_bf16_runs_large_convolutional_steps_in_bf16(registry,
             ("fp32", False, False, "default")
     given = choose("dcgan", f"mnist:{MNIST}", ["precision=fp32"], 64)
     assert given.precision == "fp32" and "precision given" in given.why
+    # channels_last, but not for networks of InstanceNorm-ed convolutions (CycleGAN's).
+    cyclegan = choose("cyclegan", f"mnist:{MNIST},mnist:{MNIST}", [], 1)
+    assert (cyclegan.precision, cyclegan.channels_last) == (("bf16", False) if native
+                                                            else ("fp32", False))
+    assert ("InstanceNorm after most convolutions" in cyclegan.why) == native
+    in_d = choose("dcgan", f"mnist:{MNIST}", ["d_norm=instance"], 64)
+    assert in_d.channels_last == native
+    asked = choose("cyclegan", f"mnist:{MNIST},mnist:{MNIST}", ["channels_last=true"], 1)
+    assert asked.channels_last
 
 
 def test_the_work_estimate_never_fails_a_job(registry):

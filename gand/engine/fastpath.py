@@ -12,7 +12,8 @@ tests/benchmarks/bench.py); the rules are deliberately few:
 * On the CPU everything stays plain: fp32, the default layout, no compilation (its start-up
   costs minutes of a small job's life), and torch's default optimizer loop — except that a CPU
   with bf16 matrix instructions (AMX or AVX512-BF16; elsewhere bf16 is emulated and slower)
-  runs convolutional steps of ≥ CPU_BF16_FLOPS under bf16 autocast with channels_last.
+  runs convolutional steps of ≥ CPU_BF16_FLOPS under bf16 autocast with channels_last (but
+  networks built mostly of InstanceNorm-ed convolutions, CycleGAN's, keep the default layout).
 * On CUDA, convolutional models whose step is large (≥ BF16_FLOPS of forward work per step)
   run under bf16 autocast with channels_last tensors, where the tensor cores pay; small steps
   are bound by kernel launches, where bf16's extra casts only add kernels (DCGAN 64 px at batch
@@ -50,6 +51,12 @@ COMPILE_FLOPS = 1.0e12
 # 128 2.5x; the ring8 MLP 0.75x (not convolutional: never chosen). The CPU is never slower
 # in these; the threshold keeps tiny networks (tests' 8-channel DCGANs, 0.01 GFLOP) in fp32.
 CPU_BF16_FLOPS = 2.0e8
+# ... but not channels_last where InstanceNorm follows most convolutions: the CPU's instance
+# norm works on a contiguous view, so each one copies the layout there and back. In bf16 on
+# that CPU, channels_last made CycleGAN's step 0.83x (256 px at batch 1, and 128 px at batch 4;
+# 0.9 InstanceNorms per convolution), while DCGANs gained 1.05-1.35x, 1.07x even with
+# InstanceNorm in D (d_norm=instance: 0.17 per convolution).
+CPU_CHANNELS_LAST_MAX_INSTANCE_NORMS = 0.5
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,6 +97,15 @@ def _flag(value: Any) -> bool | None:
 def is_convolutional(models: Models) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
                for net in models.nets.values() for m in net.modules())
+
+
+def instance_norm_share(models: Models) -> float:
+    """InstanceNorm layers per convolution, over all networks (EMA copies aside)."""
+    mods = [m for name, net in models.nets.items() if not name.endswith("_ema")
+            for m in net.modules()]
+    convs = sum(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in mods)
+    norms = sum(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in mods)
+    return norms / convs if convs else 0.0
 
 
 def step_flops(models: Models, data: list[DataSource], batch_size: int) -> float:
@@ -170,6 +186,10 @@ def choose(options: dict[str, Any], device: torch.device, models: Models, loss: 
     channels_last = _flag(options.get("channels_last", "auto"))
     if channels_last is None:
         channels_last = bf16_pays
+        if channels_last and not cuda and \
+                instance_norm_share(models) > CPU_CHANNELS_LAST_MAX_INSTANCE_NORMS:
+            channels_last = False
+            why.append("default layout: InstanceNorm after most convolutions")
     graph = _flag(options.get("cuda_graph", "auto"))
     if graph and not cuda:
         raise UsageError(f"--set cuda_graph=true needs a CUDA device; this job trains on {device}")
