@@ -8,7 +8,8 @@ happened in CI when the reaper requeued a job just as the surviving worker polle
 Here a message is written under a name no reader takes and renamed into place (atomic within
 a folder), and a file that still cannot be decoded (written by something else, a disk that
 filled) is moved aside with a warning instead of stopping the worker: the database, not the
-message, is the truth about a job, and the reaper requeues what nobody runs.
+message, is the truth about a job, and an idle worker that finds a queued job it can run with
+no message waiting wakes itself for it (workers/worker.py, FleetThread).
 """
 from __future__ import annotations
 
