@@ -577,3 +577,18 @@ def test_a_database_at_0001_upgrades_keeping_its_rows(tmp_path):
     assert store.get_job("ab").variant == "gan"
     assert store.list_datasets() == []
     store.close()
+
+
+def test_a_stopped_worker_stays_stopped_whatever_heartbeat_arrives_late(store):
+    """A worker writes "stopped" as it exits; a heartbeat its fleet thread had in flight (slow
+    on a loaded machine) used to land after it and show the worker idle for good."""
+    store.register_worker(name="w-1", host="h", pid=1, queues=["gand"], gpus=[], variants=["gan"])
+    store.worker_seen("w-1", state="busy", job_id=None)
+    store.worker_seen("w-1", state="stopped", job_id=None)
+    store.worker_seen("w-1", state="idle", job_id=None)  # the late heartbeat
+    (w,) = [w for w in store.workers() if w.name == "w-1"]
+    assert w.state == "stopped"
+    store.register_worker(name="w-1", host="h", pid=1, queues=["gand"], gpus=[], variants=["gan"])  # started again
+    store.worker_seen("w-1", state="busy", job_id=None)
+    (w,) = [w for w in store.workers() if w.name == "w-1"]
+    assert w.state == "busy"

@@ -294,14 +294,20 @@ class Store:
     @retry_locked
     def worker_seen(self, name: str, *, state: str | None = None,
                     job_id: str | None | type = ...) -> None:
-        """A worker's heartbeat: last_seen now, and its state and job when they changed."""
+        """A worker's heartbeat: last_seen now, and its state and job when they changed.
+
+        "stopped" is final: a heartbeat that was in flight when its worker stopped (its fleet
+        thread slow to end on a loaded machine) must not bring the row back to "idle"."""
         values: dict[str, Any] = {"last_seen": utcnow()}
         if state is not None:
             values["state"] = state
         if job_id is not ...:
             values["job_id"] = job_id
+        where = [Worker.name == name]
+        if state != "stopped":
+            where.append(Worker.state != "stopped")
         with self.session() as s:
-            s.execute(update(Worker).where(Worker.name == name).values(**values)
+            s.execute(update(Worker).where(*where).values(**values)
                       .execution_options(synchronize_session=False))
 
     def workers(self) -> list[Worker]:
