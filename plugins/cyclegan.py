@@ -36,7 +36,8 @@ class ResnetBlock(nn.Module):
     """x + (reflect-pad, conv 3×3, IN, ReLU, reflect-pad, conv 3×3, IN)(x).
 
     `padding="zeros"` pads inside the convolutions with zeros instead, as the lecture's sketch
-    does: the same arithmetic but at the borders, and no separate padding operations.
+    does: the same weights, zeros at the borders instead of mirrored pixels, and no separate
+    padding operations.
     """
 
     def __init__(self, ch: int, padding: str = "reflect"):
